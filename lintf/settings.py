@@ -1,0 +1,178 @@
+"""The paper's named settings and the book's three scales, as plain data (SPEC sections 3, 5).
+
+A :class:`Setting` is *what* is trained (model, prompts, learning rates, clipping); a
+:class:`Scale` is *how much* (iterations, seeds, batch sizes, measurement sizes). Chapters
+pick both by name: ``get_setting("setting1")``, ``get_scale("cpu")``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from .checks import check_choice, check_int, check_seeds
+from .data import Prompts
+from .model import Model
+
+# The paper's robust condition-number ratios R_med(SGDM)/R_med(Adam): mean, std over 6 seeds.
+PAPER_CONDITION_RATIOS = {
+    "setting1": {750: (1.76, 0.40), 1250: (1.58, 0.41)},
+    "setting2": {750: (3.14, 0.97), 1250: (5.98, 2.86)},
+    "setting3": {750: (9.57, 13.3), 1250: (6.53, 3.55)},
+}
+
+GRID_FACTORS = tuple(2.0 ** k for k in range(-5, 5))
+"""The 10-point learning-rate grid is the default rate times these factors (1/32 .. 8), so
+that both published rates of every setting lie on it."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One experimental setting of the paper.
+
+    lrs : the default learning rate per optimizer (SPEC section 3: the authors' README
+        values where they differ from Table 2). ``paper_lrs``: the paper's Table 2.
+    clip : global gradient-norm clipping threshold (paper: 1); ``authors_clip``: the
+        authors' code's, where it differs.
+    record_smoothness : record the directional smoothness at every step (Figs 5, 15, 16).
+    note : what differs from the paper's text, shown on the page.
+    """
+
+    name: str
+    title: str
+    model: Model
+    prompts: Prompts
+    lrs: dict
+    paper_lrs: dict
+    clip: float = 1.0
+    authors_clip: float | None = None
+    record_smoothness: bool = False
+    note: str = ""
+
+    def grid(self, optimizer: str, points: int = 10) -> tuple[float, ...]:
+        """The learning-rate grid of ``optimizer``: the default times :data:`GRID_FACTORS`,
+        thinned to ``points`` values that keep the default."""
+        check_choice("optimizer", optimizer, tuple(self.lrs))
+        points = check_int("points", points)
+        factors = GRID_FACTORS
+        if points < len(factors):
+            step = len(factors) / points
+            factors = sorted({factors[int(i * step)] for i in range(points)} | {1.0})
+        return tuple(self.lrs[optimizer] * f for f in factors)
+
+
+def _setting(name, title, *, L=3, d=5, n=20, covariates="gaussian", lrs, paper_lrs=None, options=None,
+             model_kw=None, **kw):
+    model = Model(L=L, d=d, **(model_kw or {}))
+    return Setting(name=name, title=title, model=model, prompts=Prompts(n, d, covariates, options or {}),
+                   lrs=lrs, paper_lrs=paper_lrs or dict(lrs), **kw)
+
+
+SETTINGS: dict[str, Setting] = {s.name: s for s in [
+    _setting("setting1", "Setting 1: gaussian, n=20", lrs={"sgdm": 0.02, "adam": 0.02},
+             paper_lrs={"sgdm": 0.02, "adam": 0.005}, record_smoothness=True,
+             note="Adam lr 0.02 (authors' README and notebook) instead of Table 2's 0.005."),
+    _setting("setting2", "Setting 2: gaussian, n=5", n=5, lrs={"sgdm": 0.01, "adam": 0.005},
+             paper_lrs={"sgdm": 0.01, "adam": 0.02}, record_smoothness=True,
+             note="Adam lr 0.005 (authors' README) instead of Table 2's 0.02, at which losses spike."),
+    _setting("setting3", "Setting 3: gamma, n=20", covariates="gamma", lrs={"sgdm": 0.02, "adam": 0.02},
+             record_smoothness=True),
+    _setting("sphere", "Spherical covariates, n=20", covariates="sphere", lrs={"sgdm": 5.0, "adam": 0.1},
+             authors_clip=0.1),
+    _setting("gamma", "Heavy-tailed (gamma) covariates, n=20", covariates="gamma",
+             lrs={"sgdm": 0.02, "adam": 0.02}),
+    *[_setting(f"depth{L}", f"Setting 1 with L={L} layers", L=L, lrs={"sgdm": s, "adam": a})
+      for L, s, a in [(2, 0.1, 0.1), (4, 0.05, 0.05), (6, 0.05, 0.05), (8, 0.05, 0.02)]],
+    _setting("softmax", "Setting 1 with softmax attention", lrs={"sgdm": 0.02, "adam": 0.02},
+             model_kw={"attention": "softmax"},
+             note="The paper gives no rates for this model: Setting 1's defaults."),
+    _setting("separate_qk", "Setting 1 with separate W_K, W_Q", lrs={"sgdm": 0.02, "adam": 0.02},
+             model_kw={"qk": "separate"},
+             note="The paper gives no rates for this model: Setting 1's defaults."),
+    _setting("large", "L=8, d=20, n=60, gaussian", L=8, d=20, n=60, lrs={"sgdm": 0.05, "adam": 0.02},
+             model_kw={"init_std": 0.01},
+             note="Init N(0, 0.01^2): with the paper's 0.05 the loss is non-finite within the first "
+                  "steps in float32; the paper gives no rates for this model: the L=8 rates."),
+    _setting("nonlinear", "Nonlinear (ReLU MLP) regression, n=20", covariates="mlp",
+             lrs={"sgdm": 0.05, "adam": 0.01}, model_kw={"frontend": "mlp"}, record_smoothness=True),
+]}
+
+
+def get_setting(name) -> Setting:
+    """The named setting; ``ValueError`` listing the known names otherwise."""
+    return SETTINGS[check_choice("setting", name, SETTINGS)]
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How much to compute.
+
+    steps, seeds, batch_size : training iterations ``T``, seeds, prompts per step ``B``.
+    eval_every : cadence of the fixed evaluation batch's loss (the authors': 50).
+    checkpoint_every, hessian_until : exact Hessians at every checkpoint up to this step.
+    table_steps : the iterations of the condition-number table (the paper's 750, 1250).
+    sweep_steps, sweep_seeds, grid_points : the learning-rate grid search.
+    noise_batches, noise_batch_size, noise_big_batch : gradient noise at initialisation
+        (``noise_batches`` minibatch gradients of ``noise_batch_size`` vs one of ``noise_big_batch``).
+    """
+
+    name: str
+    steps: int
+    seeds: tuple
+    batch_size: int = 1000
+    eval_every: int = 50
+    checkpoint_every: int = 250
+    hessian_until: int = 10000
+    table_steps: tuple = (750, 1250)
+    sweep_steps: int = 10000
+    sweep_seeds: tuple = (0, 1, 2, 3, 4, 5)
+    grid_points: int = 10
+    noise_batches: int = 10000
+    noise_batch_size: int = 1000
+    noise_big_batch: int = 100000
+    depth_steps: int | None = None
+    extra_steps: int | None = None
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "hessian_until", "sweep_steps",
+                     "grid_points", "noise_batches", "noise_batch_size", "noise_big_batch"):
+            check_int(name, getattr(self, name))
+        check_seeds("seeds", self.seeds)
+        check_seeds("sweep_seeds", self.sweep_seeds)
+        bad = [s for s in self.table_steps if s % self.checkpoint_every or s > self.hessian_until]
+        if bad:
+            raise ValueError(f"table_steps must be checkpoints up to hessian_until, got {bad}")
+
+    def steps_for(self, setting: Setting) -> int:
+        """Iterations for ``setting``: the core settings get ``steps``; depth, variants and
+        the large model may get fewer at small scales (``depth_steps``, ``extra_steps``)."""
+        if setting.name.startswith("depth") and self.depth_steps:
+            return self.depth_steps
+        core = ("setting1", "setting2", "setting3", "nonlinear")
+        if setting.name not in core and self.extra_steps:
+            return self.extra_steps
+        return self.steps
+
+
+SCALES: dict[str, Scale] = {s.name: s for s in [
+    Scale("paper", steps=10000, seeds=tuple(range(6))),
+    Scale("cpu", steps=2000, seeds=(0, 1, 2), hessian_until=2000, sweep_steps=300, sweep_seeds=(0, 1),
+          noise_batches=1000, noise_big_batch=20000, depth_steps=1500, extra_steps=1500),
+    Scale("ci", steps=60, seeds=(0, 1, 2), batch_size=100, eval_every=10, checkpoint_every=20, hessian_until=60,
+          table_steps=(20, 40), sweep_steps=20, sweep_seeds=(0, 1), grid_points=4, noise_batches=40,
+          noise_batch_size=100, noise_big_batch=1000),
+]}
+
+
+def get_scale(name) -> Scale:
+    """The named scale (``"paper"``, ``"cpu"``, ``"ci"``); ``ValueError`` otherwise."""
+    return SCALES[check_choice("scale", name, SCALES)]
+
+
+def default_scale() -> str:
+    """``$LINTF_SCALE`` if set, else ``"paper"`` when CUDA is available and ``"cpu"`` otherwise."""
+    env = os.environ.get("LINTF_SCALE")
+    if env:
+        return get_scale(env).name
+    return "paper" if torch.cuda.is_available() else "cpu"

@@ -1,0 +1,155 @@
+"""lintf.engine: the batched program against one run alone and a plain torch loop."""
+import math
+
+import pytest
+import torch
+
+import lintf
+from lintf.data import Prompts
+from lintf.engine import BatchStream, initial_params, train
+from lintf.model import Model
+
+MODEL, PROMPTS = Model(L=2, d=3), Prompts(n=6, d=3)
+STEPS, B = 30, 64
+
+
+class Reference(torch.nn.Module):
+    """One run as the authors would write it: an nn.Module and torch.optim."""
+
+    def __init__(self, model, params):
+        super().__init__()
+        self.model = model
+        self.params = torch.nn.ParameterDict({k: torch.nn.Parameter(v.clone()) for k, v in params.items()})
+
+    def forward(self, Z, y):
+        return self.model.loss(dict(self.params), Z, y)
+
+
+def reference_run(model, prompts, optimizer, lr, seed, steps, batch_size, dtype=torch.float64):
+    net = Reference(model, {k: v[0] for k, v in initial_params(model, [seed], dtype=dtype).items()})
+    opt = (torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9) if optimizer == "sgdm"
+           else torch.optim.Adam(net.parameters(), lr=lr, betas=(0.9, 0.9), eps=1e-8))
+    stream = BatchStream(prompts, [seed], batch_size, "cpu", dtype)
+    losses = []
+    for _ in range(steps):
+        Z, y = stream.next()
+        loss = net(Z[0], y[0])
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+    return torch.tensor(losses, dtype=torch.float64), {k: v.detach() for k, v in net.params.items()}
+
+
+def losses_of(result, run):
+    h = result.history
+    r = result.runs.loc[run]
+    sel = h[(h.quantity == "loss") & (h.optimizer == r.optimizer) & (h.lr == r.lr) & (h.seed == r.seed)]
+    return torch.tensor(sel.sort_values("step").value.to_numpy())
+
+
+CONFIGS = [("sgdm", 0.02), ("sgdm", 0.1), ("adam", 0.005), ("adam", 0.02)]
+SEEDS = [0, 1, 2]
+
+
+@pytest.fixture(scope="module")
+def program():
+    return train(MODEL, PROMPTS, CONFIGS, SEEDS, steps=STEPS, batch_size=B, checkpoint_every=10,
+                 eval_every=10, device="cpu", progress=False)
+
+
+@pytest.fixture(scope="module")
+def program64():
+    """Float64, so that a chaotic run (SGDM at lr 0.1) can be compared tightly with the reference."""
+    return train(MODEL, PROMPTS, CONFIGS, SEEDS, steps=STEPS, batch_size=B, checkpoint_every=10,
+                 eval_every=10, device="cpu", progress=False, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("run", [0, 5, 7, 11])
+def test_twelve_run_program_equals_run_alone_and_reference(program64, run):
+    assert len(program64.runs) == 12
+    r = program64.runs.loc[run]
+    alone = train(MODEL, PROMPTS, [(r.optimizer, r.lr)], [int(r.seed)], steps=STEPS, batch_size=B,
+                  checkpoint_every=10, device="cpu", progress=False, dtype=torch.float64)
+    assert torch.allclose(losses_of(program64, run), losses_of(alone, 0), rtol=1e-10, atol=1e-12)
+    ref_losses, ref_params = reference_run(MODEL, PROMPTS, r.optimizer, r.lr, int(r.seed), STEPS, B)
+    assert torch.allclose(losses_of(program64, run), ref_losses, rtol=1e-8, atol=1e-10)
+    for k, v in program64.params_at(STEPS).items():
+        assert torch.allclose(v[run], ref_params[k], rtol=1e-8, atol=1e-10)
+
+
+def test_float32_program_tracks_reference_early(program):
+    """In float32 the runs agree with the float64 reference until chaos amplifies rounding."""
+    for run in range(12):
+        r = program.runs.loc[run]
+        ref_losses, _ = reference_run(MODEL, PROMPTS, r.optimizer, r.lr, int(r.seed), 10, B, torch.float32)
+        assert torch.allclose(losses_of(program, run)[:10], ref_losses, rtol=1e-3)
+
+
+def test_shared_seed_shares_init_and_batches(program):
+    first = program.params_at(0)["P"]
+    runs = program.runs
+    for seed in SEEDS:
+        idx = runs.index[runs.seed == seed]
+        assert all(torch.equal(first[idx[0]], first[i]) for i in idx)
+    assert not torch.equal(first[0], first[1])
+
+
+def test_records_and_checkpoints(program):
+    h = program.history
+    assert set(h.quantity) == {"loss", "grad_norm", "eval_loss"}
+    assert sorted(h[h.quantity == "eval_loss"].step.unique()) == [0, 10, 20, 30]
+    assert sorted(program.checkpoints) == [0, 10, 20, 30]
+    assert program.params_at(30)["P"].shape == (12, 2, 4, 4)
+    with pytest.raises(ValueError, match="checkpoints"):
+        program.params_at(5)
+
+
+def test_deterministic(program):
+    again = train(MODEL, PROMPTS, CONFIGS, SEEDS, steps=STEPS, batch_size=B, checkpoint_every=10,
+                  eval_every=10, device="cpu", progress=False)
+    assert again.history.equals(program.history)
+
+
+def test_divergent_run_is_marked_and_frozen_and_others_unaffected():
+    configs = [("adam", 0.01), ("sgdm", 1e3)]
+    res = train(MODEL, PROMPTS, configs, [0], steps=40, batch_size=B, device="cpu", progress=False)
+    assert not res.runs.diverged[0] and res.runs.diverged[1]
+    step = res.runs.diverged_step[1]
+    bad = res.history[(res.history.optimizer == "sgdm") & (res.history.quantity == "loss")]
+    assert bad[bad.step >= step].value.isna().all()
+    assert bad[bad.step < step].value.notna().all()
+    alone = train(MODEL, PROMPTS, configs[:1], [0], steps=40, batch_size=B, device="cpu", progress=False)
+    assert torch.allclose(losses_of(res, 0), losses_of(alone, 0), rtol=1e-5)
+
+
+def test_smoothness_recorded():
+    res = train(MODEL, PROMPTS, CONFIGS[:1], [0], steps=5, batch_size=B, device="cpu", progress=False,
+                record_smoothness=True)
+    s = res.history[res.history.quantity == "smoothness"].value
+    assert len(s) == 5 and s.notna().all()
+
+
+@pytest.mark.parametrize("kwargs, word", [
+    (dict(configs=[("rmsprop", 0.1)]), "optimizer"),
+    (dict(configs=[("adam", 0.0)]), "lr"),
+    (dict(configs=[("adam", -1.0)]), "lr"),
+    (dict(configs=[("adam", math.nan)]), "lr"),
+    (dict(configs=[("adam", math.inf)]), "lr"),
+    (dict(configs=[]), "configs"),
+    (dict(seeds=[]), "seeds"),
+    (dict(steps=0), "steps"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(device="tpu"), "device"),
+])
+def test_bad_input(kwargs, word):
+    args = dict(configs=[("adam", 0.01)], seeds=[0], steps=2, batch_size=4, progress=False)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=word):
+        train(MODEL, PROMPTS, **args)
+
+
+def test_seed_must_be_integer():
+    with pytest.raises(TypeError, match="seeds"):
+        train(MODEL, PROMPTS, [("adam", 0.01)], [0.5], steps=2, batch_size=4, progress=False)
