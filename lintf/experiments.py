@@ -17,10 +17,10 @@ import dataclasses
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from . import measure
 from .checks import check_choice, check_int, check_lrs, check_seeds
+from .progress import bar
 from .engine import eval_batch, initial_params, resolve_device, train
 from .optim import OPTIMIZERS, OptimConfig
 from .settings import Scale, Setting, default_scale, get_scale, get_setting
@@ -52,7 +52,7 @@ def _labelled(result, name: str):
     return dataclasses.replace(result, frames=frames)
 
 
-def learning_rates(setting, scale=None, *, lrs="default", device="auto", store=None, progress=True) -> dict:
+def learning_rates(setting, scale=None, *, lrs="default", device="auto", store=None, progress=None) -> dict:
     """The rate per optimizer for ``lrs`` in :data:`LR_CHOICES`, or a dict given as is."""
     setting, scale = _resolve(setting, scale)
     if isinstance(lrs, dict):
@@ -78,7 +78,7 @@ def _train_config(setting, scale, lrs, seeds, steps, device) -> dict:
 
 
 def training(setting, scale=None, *, lrs="default", seeds=None, steps=None, device="auto", store=None,
-             progress=True):
+             progress=None):
     """Train SGDM and Adam on ``setting`` from every seed (one batched program).
 
     Returns a Result with frames ``runs`` and ``history`` (see
@@ -105,7 +105,7 @@ def training(setting, scale=None, *, lrs="default", seeds=None, steps=None, devi
 
 
 def conditioning(setting, scale=None, *, lrs="default", seeds=None, steps=None, device="auto", store=None,
-                 progress=True):
+                 progress=None):
     """``R_med`` of the exact float64 Hessian (on the fixed evaluation batch) at every
     checkpoint up to ``scale.hessian_until``, by eigenvalues and by the diagonal.
 
@@ -125,7 +125,8 @@ def conditioning(setting, scale=None, *, lrs="default", seeds=None, steps=None, 
         Z, y = eval_batch(setting.prompts, scale.batch_size, dtype=torch.float64)
         rows = []
         todo = [s for s in checkpoints if s <= scale.hessian_until]
-        for step in tqdm(todo, desc=f"{setting.name}: Hessians", disable=not progress, leave=False):
+        for step in bar(todo, desc=f"{setting.name}: exact Hessians of {len(runs)} runs", progress=progress,
+                        unit="checkpoint"):
             params = {k: v.double() for k, v in checkpoints[step].items()}
             H = measure.hessian(setting.model, params, Z, y)                         # (R, p, p)
             eig = torch.linalg.eigvalsh(H)
@@ -142,7 +143,7 @@ def conditioning(setting, scale=None, *, lrs="default", seeds=None, steps=None, 
     return _labelled(store.cached("conditioning", config, compute), setting.name)
 
 
-def gradient_noise(setting, scale=None, *, seed: int = 0, device="auto", store=None, progress=True):
+def gradient_noise(setting, scale=None, *, seed: int = 0, device="auto", store=None, progress=None):
     """``||g_B - g||`` at initialisation for ``scale.noise_batches`` minibatches of
     ``scale.noise_batch_size`` prompts against one batch of ``scale.noise_big_batch``.
 
@@ -171,7 +172,7 @@ def gradient_noise(setting, scale=None, *, seed: int = 0, device="auto", store=N
     return _labelled((store or ResultStore()).cached("noise", config, compute), setting.name)
 
 
-def lr_sweep(setting, scale=None, *, device="auto", store=None, progress=True):
+def lr_sweep(setting, scale=None, *, device="auto", store=None, progress=None):
     """The grid search: every rate of ``setting.grid(optimizer, scale.grid_points)`` for both
     optimizers, ``scale.sweep_seeds``, ``scale.sweep_steps`` iterations, one batched program.
 

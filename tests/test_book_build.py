@@ -1,0 +1,194 @@
+"""The book's configuration and its ci-scale build: every chapter, its figures, no errors."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BOOK = ROOT / "book"
+
+TITLE = "Linear attention is (maybe) all you need — recomputed"
+# Chapter -> fewest <img> its page must show. The intro and the scorecard may be prose and
+# tables only; every other chapter exists to show figures.
+MIN_FIGURES = {
+    "intro": 0,
+    "adaptive_vs_sgd": 1,
+    "heavy_tails": 1,
+    "conditioning": 1,
+    "smoothness": 1,
+    "depth": 1,
+    "nonlinear": 1,
+    "scorecard": 0,
+}
+CHAPTERS = list(MIN_FIGURES)
+# Class tokens myst-nb gives a cell output that is not a clean result.
+ERROR_CLASSES = {"stderr", "traceback", "error"}
+
+
+def _load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+class _ArticleParser(HTMLParser):
+    """Image sources, class lists and text of one page's article."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.images: list[str] = []
+        self.class_lists: list[list[str]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs.get("src") or "")
+        if attrs.get("class"):
+            self.class_lists.append(attrs["class"].split())
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def _article(page: Path) -> _ArticleParser:
+    """Parse the page's <article class="bd-article">, where the chapter's content lives."""
+    html = page.read_text(encoding="utf-8")
+    match = re.search(r'<article class="bd-article"[^>]*>(.*?)</article>', html, re.S)
+    assert match, f"{page.name}: no <article class='bd-article'> (theme changed?)"
+    parser = _ArticleParser()
+    parser.feed(match.group(1))
+    return parser
+
+
+# ---------------------------------------------------------------- configuration (fast)
+
+
+def test_book_dir_uses_the_root_config_and_toc():
+    for name in ("_config.yml", "_toc.yml"):
+        link = BOOK / name
+        assert link.is_symlink(), f"book/{name} should be a symlink to the root {name}"
+        # Relative, so that it survives a clone to another path.
+        assert os.readlink(link) == f"../{name}"
+        assert link.resolve() == (ROOT / name).resolve()
+
+
+def test_toc_lists_the_chapters_in_order():
+    toc = _load(ROOT / "_toc.yml")
+    assert toc["format"] == "jb-book"
+    assert [toc["root"]] + [c["file"] for c in toc["chapters"]] == CHAPTERS
+    for chapter in CHAPTERS:
+        assert (BOOK / f"{chapter}.ipynb").is_file(), chapter
+
+
+def test_config_builds_offline_and_executes_every_chapter():
+    from jupyter_book.config import get_final_config
+
+    raw = _load(ROOT / "_config.yml")
+    assert raw["title"] == TITLE
+    assert "repository" not in raw, "a repository URL adds links that need the network"
+    # What Sphinx receives when `jupyter-book build book/` reads book/_config.yml.
+    config, _ = get_final_config(
+        user_yaml=BOOK / "_config.yml",
+        cli_config={"latex_individualpages": False},  # what `build` passes for html
+        sourcedir=BOOK,
+        raise_on_invalid=True,
+    )
+    assert config["html_title"] == TITLE
+    assert config["nb_execution_mode"] == "force"
+    assert config["nb_execution_timeout"] >= 3600
+    assert config["nb_execution_allow_errors"] is False
+    assert "sphinx-mathjax-offline" in config["extensions"]
+    assert "sphinx_thebe" not in config["extensions"]
+    assert config["html_context"]["default_mode"] == "light"
+    assert (BOOK / config["html_favicon"]).is_file()
+    launch = config["html_theme_options"]["launch_buttons"]
+    assert not any(launch.get(k) for k in ("binderhub_url", "jupyterhub_url", "colab_url", "deepnote_url", "thebe"))
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_has_parameters_cell_and_no_outputs(chapter):
+    nb = nbformat.read(BOOK / f"{chapter}.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert any("parameters" in c.metadata.get("tags", []) for c in code), f"{chapter}: no `parameters` cell"
+    assert not any(c.outputs for c in code), f"{chapter}: committed with outputs"
+
+
+# ---------------------------------------------------------------- the built site (slow)
+
+
+@pytest.mark.slow
+def test_site_uses_root_title_and_toc_order(built_site):
+    intro = (built_site / "intro.html").read_text(encoding="utf-8")
+    assert f"<title>{TITLE}" in intro.replace("&#8212;", "—")
+    nav = re.search(r'<nav class="bd-links[^"]*"[^>]*>(.*?)</nav>', intro, re.S)
+    assert nav, "no sidebar navigation in intro.html"
+    linked = re.findall(r'<li class="toctree-l1"><a class="reference internal" href="([^"#]+)\.html"', nav.group(1))
+    assert linked == CHAPTERS[1:]
+    assert "intro.html" in (built_site / "index.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_page_has_figures_and_no_errors(built_site, chapter):
+    page = built_site / f"{chapter}.html"
+    assert page.is_file(), f"{page} was not built"
+    article = _article(page)
+    assert len(article.images) >= MIN_FIGURES[chapter], f"{chapter}: {len(article.images)} <img>"
+    for src in article.images:
+        assert (page.parent / src).is_file(), f"{chapter}: <img src={src!r}> points to no file"
+    bad = [c for c in article.class_lists if ERROR_CLASSES & set(c) and ("output" in c or "traceback" in c)]
+    assert not bad, f"{chapter}: error or stderr output cells: {bad}"
+    assert "Traceback" not in "".join(article.text), f"{chapter}: a traceback is shown"
+
+
+@pytest.mark.slow
+def test_mathjax_is_served_from_the_site(built_site):
+    assert (built_site / "_static" / "mathjax" / "tex-chtml.js").is_file()
+    pages = sorted(built_site.glob("*.html"))
+    with_math = [p for p in pages if 'class="math' in p.read_text(encoding="utf-8")]
+    assert with_math, "no page has math: the intro's formula should be one"
+    for page in pages:
+        html = page.read_text(encoding="utf-8")
+        external = re.findall(r'<(?:script|link|img)\b[^>]*(?:src|href)="((?:https?:)?//[^"]+)"', html)
+        assert not external, f"{page.name} loads from another host: {external}"
+        if page in with_math:
+            assert '<script defer="defer" src="_static/mathjax/tex-chtml.js"></script>' in html, page.name
+
+
+@pytest.mark.slow
+def test_failing_chapter_fails_the_build(tmp_path, book_build_command):
+    """-W turns a chapter's exception into a failed build; the other chapters still run."""
+    book = tmp_path / "book"
+    book.mkdir()
+    shutil.copy(ROOT / "_config.yml", book / "_config.yml")
+    shutil.copytree(BOOK / "_static", book / "_static")
+    (book / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: broken\n")
+    shutil.copy(BOOK / "intro.ipynb", book / "intro.ipynb")
+    broken = nbformat.v4.new_notebook()
+    broken.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    broken.cells = [
+        nbformat.v4.new_markdown_cell("# Broken"),
+        nbformat.v4.new_code_cell("raise RuntimeError('deliberately broken chapter')"),
+    ]
+    nbformat.write(broken, book / "broken.ipynb")
+    proc = subprocess.run(
+        book_build_command,
+        cwd=tmp_path,
+        env={**os.environ, "LINTF_SCALE": "ci"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0, log
+    assert "deliberately broken chapter" in log
+    assert (book / "_build" / "html" / "reports" / "broken.err.log").is_file()
+    assert "intro.ipynb: Executed notebook" in log
