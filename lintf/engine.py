@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from . import optim
 from .checks import check_choice, check_int, check_positive, check_seeds
 from .data import Prompts
 from .model import Model
+from .progress import bar as progress_bar
 
 EVAL_SEED = 99
 """Seed of the fixed evaluation batch (the authors' choice), shared by every run."""
@@ -139,7 +139,7 @@ def _check_configs(configs):
 def train(model: Model, prompts: Prompts, configs, seeds, *, steps: int, batch_size: int = 1000,
           optim_config: optim.OptimConfig = optim.OptimConfig(), eval_every: int = 50,
           eval_size: int = 1000, checkpoint_every: int | None = 250, record_smoothness: bool = False,
-          device="auto", dtype=torch.float32, progress: bool = True, desc: str = "train") -> TrainResult:
+          device="auto", dtype=torch.float32, progress: bool | None = None, desc: str = "train") -> TrainResult:
     """Train every ``(optimizer, lr)`` in ``configs`` from every seed in ``seeds``, batched.
 
     Parameters
@@ -196,8 +196,7 @@ def train(model: Model, prompts: Prompts, configs, seeds, *, steps: int, batch_s
 
     start = time.perf_counter()
     eval_i = 0
-    bar = tqdm(range(steps), desc=f"{desc}: {K * S} runs", disable=not progress, mininterval=1.0,
-               leave=False)
+    bar = progress_bar(range(steps), desc=f"{desc}: {K * S} runs", progress=progress, unit="step")
     for t in bar:
         if t == eval_steps[eval_i]:
             evaluate(eval_i)
