@@ -1,0 +1,545 @@
+"""The book's figure kinds, drawn from tidy results with one palette (plotting only).
+
+Every function takes an ``ax`` (or makes a figure of its own when ``ax`` is None) and
+returns the axes it drew on; :func:`grid_of_settings` lays one panel per setting out with
+one shared legend. Curves over seeds are geometric means (means of log values) with a
+min-max band over seeds, which is what a log axis shows faithfully. Diverged runs are
+left out of means and bands, and their count is written in the legend.
+
+Use :func:`use_style` once per notebook (or ``with style():``) for the book's defaults.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from contextlib import contextmanager
+from typing import Callable, Mapping
+
+import matplotlib as mpl
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.lines import Line2D
+from matplotlib.ticker import LogFormatterSciNotation
+from matplotlib.transforms import blended_transform_factory
+from scipy import stats
+
+from .checks import check_choice, check_int
+
+PALETTE = {"sgdm": "#0173B2", "adam": "#DE8F05"}
+"""Optimizer colours (seaborn ``colorblind`` blue and orange), for every figure."""
+LABELS = {"sgdm": "SGDM", "adam": "Adam"}
+NOISE_COLOR = "#029E73"
+"""Colour of gradient-noise histograms (colorblind green), which belong to no optimizer."""
+FIT_COLOR = "#333333"
+FULL_WIDTH = 7.5
+"""Figure width in inches that fills the Jupyter Book text column without scaling text down."""
+PANEL_HEIGHT = 2.6
+_SOURCE_MARKERS = ("^", "D", "s", "v")
+LINESTYLES = ("-", "--", ":", "-.")
+"""One per learning rate when a frame holds several rates for an optimizer."""
+
+RC = {
+    "figure.dpi": 110, "savefig.dpi": 110, "figure.figsize": (6.0, 3.6),
+    "figure.constrained_layout.use": True,
+    "font.size": 10, "axes.titlesize": 10.5, "axes.labelsize": 10, "legend.fontsize": 9,
+    "xtick.labelsize": 9, "ytick.labelsize": 9,
+    "axes.spines.top": False, "axes.spines.right": False,
+    "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.6,
+    "lines.linewidth": 1.6, "legend.frameon": False, "image.cmap": "viridis",
+}
+"""The book's matplotlib defaults."""
+
+_YLABEL = {"eval_loss": "loss on evaluation batch", "loss": "training loss (minibatch)"}
+_RMED_LABEL = {"eig": r"$R_{\mathrm{med}} = \lambda_{\max} / \lambda_{\mathrm{median}}$",
+               "diag": r"$R_{\mathrm{med}} = \max|H_{ii}| \,/\, \mathrm{median}|H_{ii}|$"}
+_RUN = ["setting", "optimizer", "lr", "seed"]
+
+
+@contextmanager
+def style():
+    """Context in which figures take the book's defaults (:data:`RC`)."""
+    with mpl.rc_context(RC):
+        yield
+
+
+def use_style() -> None:
+    """Set the book's defaults (:data:`RC`) for the rest of the session."""
+    mpl.rcParams.update(RC)
+
+
+def _styled(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with style():
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+# -- helpers -----------------------------------------------------------------------------
+class _LogFormatter(LogFormatterSciNotation):
+    """Matplotlib's choice of which log ticks to label, written as plain numbers
+    (``0.01``, ``600``) between 1e-3 and 1e4, where they read faster than powers of 10."""
+
+    def __call__(self, x, pos=None):
+        text = super().__call__(x, pos)
+        if not text or not 1e-3 <= abs(x) < 1e4:
+            return text
+        return f"{x:g}"
+
+
+def _log(ax: Axes, axis: str = "y") -> None:
+    getattr(ax, f"set_{axis}scale")("log")
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    target.set_major_formatter(_LogFormatter())
+    target.set_minor_formatter(_LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
+
+
+def _check_frame(name: str, frame, columns) -> pd.DataFrame:
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"{name} must be a pandas DataFrame, got {type(frame).__name__}")
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{name} lacks column(s) {missing}; it has {list(frame.columns)}")
+    return frame
+
+
+def _ax(ax, figsize=None) -> Axes:
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize or (FULL_WIDTH * 0.75, 3.4))
+    elif not isinstance(ax, Axes):
+        raise TypeError(f"ax must be a matplotlib Axes or None, got {type(ax).__name__}")
+    return ax
+
+
+def _one_setting(frame: pd.DataFrame, setting, name: str) -> pd.DataFrame:
+    have = list(pd.unique(frame["setting"]))
+    if setting is None:
+        if len(have) > 1:
+            raise ValueError(f"{name} holds several settings {have}; pass setting= or use "
+                             "grid_of_settings")
+        return frame
+    check_choice("setting", setting, [str(s) for s in have])
+    return frame[frame["setting"] == setting]
+
+
+def _diverged_runs(history: pd.DataFrame, quantities) -> set:
+    """Runs with a non-finite ``loss`` or ``quantities`` value (the engine writes NaN
+    after a divergence)."""
+    h = history[history["quantity"].isin(set(quantities) | {"loss"})]
+    bad = h[~np.isfinite(h["value"].to_numpy(dtype=float))]
+    return set(map(tuple, bad[_RUN].drop_duplicates().itertuples(index=False)))
+
+
+def _label(opt: str, lr: float, n_lrs: int, suffix: str = "") -> str:
+    return LABELS.get(opt, opt) + (f", lr {lr:g}" if n_lrs > 1 else "") + suffix
+
+
+def _note_diverged(ax: Axes, counts: list[tuple[str, int, int]]) -> None:
+    """Write in the panel how many runs each curve leaves out, so that legends shared
+    across panels stay identical."""
+    parts = [f"{name} {k}/{n}" for name, k, n in counts if k]
+    if parts:
+        ax.text(0.02, 0.02, "diverged, not shown: " + ", ".join(parts), transform=ax.transAxes,
+                fontsize=7.5, color="0.35", va="bottom")
+
+
+def _seed_curves(runs: pd.DataFrame, log: bool = True) -> pd.DataFrame:
+    """Wide table: index step, one column per seed, values log-transformed when ``log``."""
+    wide = runs.pivot_table(index="step", columns="seed", values="value", aggfunc="first")
+    if log:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            wide = np.log(wide.where(wide > 0))
+    return wide.sort_index()
+
+
+def _draw_band(ax, wide_log: pd.DataFrame, color, label, linestyle, band: str, marker=None):
+    """Geometric mean over seeds (columns) with a min-max band, drawn on a log y axis."""
+    center = np.exp(wide_log.mean(axis=1, skipna=True))
+    ok = np.isfinite(center.to_numpy())
+    x = wide_log.index.to_numpy()[ok]
+    (line,) = ax.plot(x, center.to_numpy()[ok], color=color, linestyle=linestyle, label=label,
+                      marker=marker, markersize=3.5)
+    if band == "range" and wide_log.shape[1] > 1:
+        lo = np.exp(wide_log.min(axis=1, skipna=True)).to_numpy()[ok]
+        hi = np.exp(wide_log.max(axis=1, skipna=True)).to_numpy()[ok]
+        ax.fill_between(x, lo, hi, color=color, alpha=0.2, linewidth=0)
+    return line
+
+
+def _per_optimizer(frame: pd.DataFrame, optimizers):
+    """Yield (optimizer, lr, runs of that rate, number of rates of that optimizer)."""
+    for opt in optimizers:
+        f = frame[frame["optimizer"] == opt]
+        lrs = sorted(pd.unique(f["lr"]))
+        for lr in lrs:
+            yield opt, lr, f[f["lr"] == lr], len(lrs)
+
+
+def _check_optimizers(optimizers) -> tuple[str, ...]:
+    return tuple(check_choice("optimizers[i]", o, tuple(PALETTE)) for o in optimizers)
+
+
+# -- figure kinds ------------------------------------------------------------------------
+@_styled
+def loss_curves(history: pd.DataFrame, quantity: str = "eval_loss", setting: str | None = None,
+                ax: Axes | None = None, band: str = "range", rolling: int | None = None,
+                optimizers=("sgdm", "adam")) -> Axes:
+    """Loss against iteration per optimizer (Figs 2, 7, 9, 12): geometric mean over seeds
+    with a min-max band, log y.
+
+    history : tidy (setting, optimizer, lr, seed, step, quantity, value), one setting (or
+        pick it with ``setting``). quantity : ``"eval_loss"`` (fixed evaluation batch,
+        every k steps) or ``"loss"`` (training minibatch, every step).
+    band : ``"range"`` (min-max over seeds) or ``"none"``. rolling : optional window (steps
+        of records) of a centred rolling mean of each seed's log loss, for noisy ``loss``.
+    Several learning rates of one optimizer get one line style each.
+    """
+    _check_frame("history", history, _RUN + ["step", "quantity", "value"])
+    check_choice("quantity", quantity, tuple(_YLABEL))
+    check_choice("band", band, ("range", "none"))
+    optimizers = _check_optimizers(optimizers)
+    if rolling is not None:
+        rolling = check_int("rolling", rolling)
+    h = _one_setting(history, setting, "history")
+    ax = _ax(ax)
+    bad = _diverged_runs(h, [quantity])
+    q = h[h["quantity"] == quantity]
+    counts = []
+    for opt, lr, runs, n_lrs in _per_optimizer(q, optimizers):
+        seeds = sorted(pd.unique(runs["seed"]))
+        gone = {s for s in seeds if (runs["setting"].iloc[0], opt, lr, s) in bad}
+        wide = _seed_curves(runs[~runs["seed"].isin(gone)])
+        if rolling:
+            wide = wide.rolling(rolling, center=True, min_periods=1).mean()
+        lrs = sorted(pd.unique(q[q["optimizer"] == opt]["lr"]))
+        style_ = LINESTYLES[lrs.index(lr) % 4]
+        label = _label(opt, lr, n_lrs)
+        counts.append((label, len(gone), len(seeds)))
+        if wide.shape[1]:
+            _draw_band(ax, wide, PALETTE[opt], label, style_, band)
+        else:
+            ax.plot([], [], color=PALETTE[opt], linestyle=style_, label=label)
+    _note_diverged(ax, counts)
+    _log(ax, "y")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(_YLABEL[quantity] + "\n(squared error, log scale)")
+    ax.legend()
+    return ax
+
+
+@_styled
+def noise_histogram(values, ax: Axes | None = None, bins: int = 100, qq: bool = True,
+                    color: str = NOISE_COLOR) -> Axes:
+    """Density histogram of the gradient-noise norms ``||g_B - g||`` with the best-fit
+    Gaussian, and a q-q plot against it as an inset (Figs 3, 10, 13).
+
+    values : shape (n,) array, a Series, or a noise frame (its ``value`` column; all rows
+        pooled). The q-q inset plots sample quantiles (y) against those of the Gaussian
+        with the sample's mean and standard deviation (x), with the line y = x: points
+        above it on the right mean a heavier right tail than Gaussian.
+    """
+    if isinstance(values, pd.DataFrame):
+        _check_frame("values", values, ["value"])
+        values = values["value"]
+    x = np.asarray(values, dtype=float).ravel()
+    x = x[np.isfinite(x)]
+    if x.size < 2:
+        raise ValueError(f"values must hold at least 2 finite numbers, got {x.size}")
+    bins = check_int("bins", bins)
+    ax = _ax(ax, (FULL_WIDTH * 0.6, 3.2))
+    ax.hist(x, bins=bins, density=True, color=color, alpha=0.75, linewidth=0)
+    mu, sigma = x.mean(), x.std()
+    grid = np.linspace(x.min(), x.max(), 400)
+    dens = stats.norm.pdf(grid, mu, sigma)
+    ax.plot(grid, dens, color=FIT_COLOR, linestyle="--", linewidth=1.2, label="best-fit Gaussian")
+    heights = np.histogram(x, bins=bins, density=True)[0]
+    # head-room above the histogram keeps the inset off the data
+    ax.set_ylim(0, 1.9 * max(heights.max(), dens.max()))
+    ax.set_xlabel(r"noise norm $\|g_B - g\|$")
+    ax.set_ylabel("density")
+    ax.legend(loc="upper left")
+    if qq:
+        ins = ax.inset_axes([0.64, 0.47, 0.33, 0.48])
+        p = (np.arange(1, x.size + 1) - 0.5) / x.size
+        theo = mu + sigma * stats.norm.ppf(p)
+        ins.plot(theo, np.sort(x), ".", color=color, markersize=1.5, rasterized=True)
+        lim = [min(theo[0], x.min()), max(theo[-1], x.max())]
+        ins.plot(lim, lim, color=FIT_COLOR, linewidth=0.8)
+        ins.set_xlim(lim)
+        ins.set_ylim(lim)
+        # the shape against y = x is the message; tick values would only crowd the panel
+        ins.set_xticks([])
+        ins.set_yticks([])
+        ins.set_xlabel("Gaussian quantile", fontsize=7, labelpad=1)
+        ins.set_ylabel("sample quantile", fontsize=7, labelpad=1)
+        ins.text(0.05, 0.95, "q-q", transform=ins.transAxes, fontsize=7, va="top")
+        ins.grid(False)
+        for side in ("top", "right"):
+            ins.spines[side].set_visible(True)
+    return ax
+
+
+@_styled
+def rmed_curves(conditioning: pd.DataFrame, method: str, setting: str | None = None,
+                ax: Axes | None = None, band: str = "range", optimizers=("sgdm", "adam")) -> Axes:
+    """Robust condition number ``R_med`` against iteration per optimizer (Figs 11, 14):
+    geometric mean over seeds with a min-max band, log y.
+
+    conditioning : tidy (setting, optimizer, lr, seed, step, method, value), one setting.
+    method : ``"eig"`` (Hessian eigenvalues) or ``"diag"`` (Hessian diagonal).
+    """
+    _check_frame("conditioning", conditioning, _RUN + ["step", "method", "value"])
+    check_choice("method", method, tuple(_RMED_LABEL))
+    check_choice("band", band, ("range", "none"))
+    optimizers = _check_optimizers(optimizers)
+    c = _one_setting(conditioning, setting, "conditioning")
+    c = c[c["method"] == method]
+    ax = _ax(ax)
+    counts = []
+    for opt, lr, runs, n_lrs in _per_optimizer(c, optimizers):
+        wide = _seed_curves(runs)
+        good = wide.columns[np.isfinite(wide).all(axis=0)]
+        lrs = sorted(pd.unique(c[c["optimizer"] == opt]["lr"]))
+        label = _label(opt, lr, n_lrs)
+        counts.append((label, wide.shape[1] - len(good), wide.shape[1]))
+        _draw_band(ax, wide[good], PALETTE[opt], label, LINESTYLES[lrs.index(lr) % 4], band, marker="o")
+    _note_diverged(ax, counts)
+    _log(ax, "y")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(_RMED_LABEL[method] + "\n(log scale)")
+    ax.legend()
+    return ax
+
+
+@_styled
+def smoothness_curves(history: pd.DataFrame, setting: str | None = None, ax: Axes | None = None,
+                      window: int = 50, band: str = "range", optimizers=("sgdm", "adam")) -> Axes:
+    """Directional smoothness ``u^T H u`` against iteration on a log axis (Fig 5).
+
+    Each seed's log smoothness is smoothed by a centred rolling mean over ``window``
+    steps (said in the legend), then averaged over seeds, with a min-max band of the
+    smoothed seeds. Non-positive values (log undefined) are skipped.
+    """
+    _check_frame("history", history, _RUN + ["step", "quantity", "value"])
+    window = check_int("window", window)
+    check_choice("band", band, ("range", "none"))
+    optimizers = _check_optimizers(optimizers)
+    h = _one_setting(history, setting, "history")
+    ax = _ax(ax)
+    bad = _diverged_runs(h, [])
+    sm = h[h["quantity"] == "smoothness"]
+    if sm.empty:
+        raise ValueError("history has no 'smoothness' records")
+    counts = []
+    for opt, lr, runs, n_lrs in _per_optimizer(sm, optimizers):
+        seeds = sorted(pd.unique(runs["seed"]))
+        gone = {s for s in seeds if (runs["setting"].iloc[0], opt, lr, s) in bad}
+        wide = _seed_curves(runs[~runs["seed"].isin(gone)])
+        wide = wide.rolling(window, center=True, min_periods=max(1, window // 2)).mean()
+        lrs = sorted(pd.unique(sm[sm["optimizer"] == opt]["lr"]))
+        label = _label(opt, lr, n_lrs, f" ({window}-step rolling mean)")
+        counts.append((_label(opt, lr, n_lrs), len(gone), len(seeds)))
+        _draw_band(ax, wide, PALETTE[opt], label, LINESTYLES[lrs.index(lr) % 4], band)
+    _note_diverged(ax, counts)
+    _log(ax, "y")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("directional smoothness $u^\\top H u$\n(log scale)")
+    ax.legend()
+    return ax
+
+
+@_styled
+def smoothness_vs_gradnorm(history: pd.DataFrame, setting: str | None = None, ax: Axes | None = None,
+                           max_step: int = 2000, optimizer: str = "adam", lr: float | None = None,
+                           seeds=None, colorbar: bool = True) -> Axes:
+    """Directional smoothness against gradient norm, log-log, coloured by iteration
+    (Fig 16, after Zhang et al. 2020a, Fig 1).
+
+    Points: every step ``< max_step`` of every seed (or ``seeds``) of ``optimizer`` at
+    ``lr`` (needed when the frame holds several rates) where both are finite and > 0.
+    The colour scale runs from 0 to ``max_step`` so that panels compare.
+    """
+    _check_frame("history", history, _RUN + ["step", "quantity", "value"])
+    check_choice("optimizer", optimizer, tuple(PALETTE))
+    max_step = check_int("max_step", max_step)
+    h = _one_setting(history, setting, "history")
+    h = h[(h["optimizer"] == optimizer) & (h["step"] < max_step)
+          & h["quantity"].isin(["grad_norm", "smoothness"])]
+    rates = sorted(pd.unique(h["lr"]))
+    if lr is None and len(rates) > 1:
+        raise ValueError(f"history holds several learning rates {rates} for {optimizer}; pass lr=")
+    if lr is not None:
+        h = h[np.isclose(h["lr"].to_numpy(dtype=float), lr)]
+    if seeds is not None:
+        h = h[h["seed"].isin(list(seeds))]
+    w = h.pivot_table(index=["seed", "step"], columns="quantity", values="value", aggfunc="first")
+    if not {"grad_norm", "smoothness"} <= set(w.columns):
+        raise ValueError("history needs both 'grad_norm' and 'smoothness' records")
+    w = w[(w["grad_norm"] > 0) & (w["smoothness"] > 0)].reset_index()
+    ax = _ax(ax, (FULL_WIDTH * 0.6, 3.6))
+    pts = ax.scatter(w["grad_norm"], w["smoothness"], c=w["step"], s=5, alpha=0.6, linewidths=0,
+                     vmin=0, vmax=max_step, cmap=RC["image.cmap"], rasterized=True)
+    _log(ax, "x")
+    _log(ax, "y")
+    ax.set_xlabel("gradient norm $\\|\\nabla f(x_t)\\|$\n(minibatch, before clipping)")
+    ax.set_ylabel("directional smoothness $u^\\top H u$")
+    ax.text(0.02, 0.97, LABELS[optimizer], transform=ax.transAxes, va="top", fontsize=9,
+            color=PALETTE[optimizer], fontweight="bold")
+    if colorbar:
+        ax.figure.colorbar(pts, ax=ax, label="iteration", pad=0.01)
+    return ax
+
+
+def _lr_lookup(spec, opt: str, setting) -> float | None:
+    if spec is None:
+        return None
+    if isinstance(spec, pd.DataFrame):  # a best_lr table
+        rows = spec[spec["optimizer"] == opt]
+        if "setting" in rows:
+            rows = rows[rows["setting"] == setting]
+        val = rows["best_lr"].iloc[0] if len(rows) else None
+    elif isinstance(spec, Mapping):
+        val = spec.get(opt)
+    else:
+        raise TypeError(f"a learning-rate spec must be {{optimizer: lr}} or a best_lr table, got {spec!r}")
+    return None if val is None or not math.isfinite(float(val)) else float(val)
+
+
+@_styled
+def lr_grid(sweep: pd.DataFrame, setting: str | None = None, ax: Axes | None = None,
+            chosen=None, published: Mapping | None = None, optimizers=("sgdm", "adam")) -> Axes:
+    """Final loss against learning rate per optimizer, log-log (Table 2's grid search).
+
+    sweep : tidy (setting, optimizer, lr, seed, final_loss, diverged), one setting.
+    Per seed final losses are dots; the line joins the mean over seeds of rates where
+    no seed diverged. A rate with a diverged seed is an ``x`` at the top of the panel.
+    chosen : ``{optimizer: lr}`` or a :func:`lintf.claims.best_lr` table: a star on the line.
+    published : ``{optimizer: lr}``, or ``{source: {optimizer: lr}}`` for several sources
+        (e.g. ``{"Table 2": ..., "README": ...}``): a marker along the bottom of the panel,
+        one shape per source, in the optimizer's colour, with a faint vertical guide.
+    """
+    _check_frame("sweep", sweep, _RUN + ["final_loss", "diverged"])
+    optimizers = _check_optimizers(optimizers)
+    s = _one_setting(sweep, setting, "sweep")
+    the_setting = s["setting"].iloc[0] if len(s) else setting
+    ax = _ax(ax)
+    top = blended_transform_factory(ax.transData, ax.transAxes)
+    if published is not None and not isinstance(published, Mapping):
+        raise TypeError("published must be {optimizer: lr} or {source: {optimizer: lr}}")
+    sources = {}
+    if published:
+        nested = all(isinstance(v, Mapping) for v in published.values())
+        sources = dict(published) if nested else {"published": dict(published)}
+    for k, opt in enumerate(optimizers):
+        f = s[s["optimizer"] == opt]
+        f = f.assign(bad=f["diverged"].astype(bool) | ~np.isfinite(f["final_loss"].to_numpy(dtype=float)))
+        if f.empty:
+            continue
+        color = PALETTE[opt]
+        good = f[~f["bad"]]
+        ax.plot(good["lr"], good["final_loss"], "o", color=color, alpha=0.35, markersize=3.5,
+                markeredgewidth=0)
+        per = f.groupby("lr").agg(mean=("final_loss", "mean"), bad=("bad", "any"))
+        ok = per[~per["bad"]]
+        ax.plot(ok.index, ok["mean"], "-o", color=color, markersize=4, label=LABELS[opt])
+        div = per.index[per["bad"]]
+        if len(div):
+            ax.plot(div, np.full(len(div), 0.96 - 0.05 * k), "x", color=color, markersize=7,
+                    markeredgewidth=1.8, transform=top, clip_on=False)
+        lr_c = _lr_lookup(chosen, opt, the_setting)
+        if lr_c is not None and np.isclose(ok.index.to_numpy(dtype=float), lr_c).any():
+            y = ok["mean"].to_numpy()[np.isclose(ok.index.to_numpy(dtype=float), lr_c)][0]
+            ax.plot([lr_c], [y], "*", color=color, markersize=15, markeredgecolor="black",
+                    markeredgewidth=0.8, zorder=5)
+        for j, (name, spec) in enumerate(sources.items()):
+            lr_p = _lr_lookup(spec, opt, the_setting)
+            if lr_p is not None:
+                ax.axvline(lr_p, color=color, linestyle=":", linewidth=0.9, alpha=0.5)
+                ax.plot([lr_p], [0.04 + 0.06 * (len(optimizers) * j + k)], _SOURCE_MARKERS[j % 4],
+                        color=color, markersize=7, markeredgecolor="black", markeredgewidth=0.6,
+                        transform=top, clip_on=False, zorder=5)
+    handles = []
+    if (s["diverged"].astype(bool) | ~np.isfinite(s["final_loss"])).any():
+        handles.append(Line2D([], [], marker="x", linestyle="", color="0.3", markeredgewidth=1.8,
+                              label="diverged (any seed)"))
+    if chosen is not None:
+        handles.append(Line2D([], [], marker="*", linestyle="", color="0.6", markeredgecolor="black",
+                              markersize=12, label="chosen by the grid"))
+    for j, name in enumerate(sources):
+        handles.append(Line2D([], [], marker=_SOURCE_MARKERS[j % 4], linestyle="", color="0.6",
+                              markeredgecolor="black", markeredgewidth=0.6, label=f"{name} rate"))
+    _log(ax, "x")
+    _log(ax, "y")
+    finite = s["final_loss"].to_numpy(dtype=float)
+    finite = finite[np.isfinite(finite) & (finite > 0)]
+    if finite.size:
+        # strips above (diverged marks) and below (published rates) the data keep marks off it
+        lo_frac = 0.06 + 0.06 * len(optimizers) * len(sources) if sources else 0.04
+        a, b = np.log10(finite.min()), np.log10(finite.max())
+        span = max(b - a, 0.1) / (0.86 - lo_frac)
+        ax.set_ylim(10 ** (a - lo_frac * span), 10 ** (a + (1 - lo_frac) * span))
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("final loss (squared error)")
+    ax.legend(handles=ax.get_legend_handles_labels()[0] + handles, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    return ax
+
+
+@_styled
+def grid_of_settings(plot: Callable, frame: pd.DataFrame, settings=None, ncols: int | None = None,
+                     titles: Mapping | None = None, sharey: bool = False, width: float = FULL_WIDTH,
+                     panel_height: float = PANEL_HEIGHT, **kwargs):
+    """One panel per setting, drawn by ``plot(frame_of_that_setting, ax=ax, **kwargs)``,
+    with one legend for the figure.
+
+    frame : any tidy frame with a ``setting`` column. settings : their order (default:
+    order of appearance). titles : ``{setting: panel title}``. A ``colorbar`` keyword for
+    :func:`smoothness_vs_gradnorm` is replaced by one shared colour bar.
+    Returns ``(figure, axes)`` with ``axes`` of shape (rows, ncols).
+    """
+    if not callable(plot):
+        raise TypeError(f"plot must be a plotting function, got {plot!r}")
+    _check_frame("frame", frame, ["setting"])
+    have = list(pd.unique(frame["setting"]))
+    settings = have if settings is None else [check_choice("settings[i]", s, have) for s in settings]
+    if not settings:
+        raise ValueError("frame holds no setting to plot")
+    ncols = min(len(settings), 3) if ncols is None else check_int("ncols", ncols)
+    nrows = math.ceil(len(settings) / ncols)
+    shared_cbar = plot is smoothness_vs_gradnorm and kwargs.pop("colorbar", True)
+    if plot is smoothness_vs_gradnorm:
+        kwargs["colorbar"] = False
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, panel_height * nrows), sharey=sharey,
+                             squeeze=False)
+    titles = titles or {}
+    for ax, s in zip(axes.flat, settings):
+        plot(frame[frame["setting"] == s], ax=ax, **kwargs)
+        ax.set_title(titles.get(s, str(s)))
+    for ax in axes.flat[len(settings):]:
+        ax.remove()
+    for i, ax in enumerate(axes.flat[:len(settings)]):
+        row, col = divmod(i, ncols)
+        if col:
+            ax.set_ylabel("")
+        if row < nrows - 1 and (i + ncols) < len(settings):
+            ax.set_xlabel("")
+    seen = {}
+    for ax in axes.flat[:len(settings)]:
+        leg = ax.get_legend()
+        if leg is None:
+            continue
+        # the legend's own handles include proxies (diverged, chosen) that no artist carries
+        for h, text in zip(leg.legend_handles, leg.get_texts()):
+            seen.setdefault(text.get_text(), h)
+        leg.remove()
+    if seen:
+        fig.legend(list(seen.values()), list(seen.keys()), loc="outside upper center",
+                   ncols=min(len(seen), 4))
+    if shared_cbar:
+        mappable = next((c for c in axes.flat[0].collections), None)
+        if mappable is not None:
+            fig.colorbar(mappable, ax=[a for a in axes.flat[:len(settings)]], label="iteration",
+                         pad=0.01, aspect=30)
+    return fig, axes
