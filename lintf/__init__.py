@@ -1,10 +1,23 @@
 """lintf: linear transformers on in-context linear regression (Ahn et al., ICLR 2024).
 
-Data (:mod:`lintf.data`), model (:mod:`lintf.model`), a batched training engine
-(:mod:`lintf.engine`, :mod:`lintf.optim`) and exact measurements (:mod:`lintf.measure`).
-"""
-from .data import COVARIATES, sample_prompts, sample_covariates
-from .model import ATTENTIONS, Model, predict, loss, from_authors_block
+One concept per module, data flowing one way (settings -> runs -> results -> figures):
 
-__all__ = ["COVARIATES", "ATTENTIONS", "sample_prompts", "sample_covariates", "Model", "predict",
-           "loss", "from_authors_block"]
+- :mod:`lintf.data`: prompt distributions (:func:`sample_prompts`, :class:`~lintf.data.Prompts`).
+- :mod:`lintf.model`: eqs. (7)-(8) (:func:`predict`, :func:`loss`) and the variants (:class:`Model`).
+- :mod:`lintf.optim`, :mod:`lintf.engine`: SGDM and Adam over a run axis; many runs as one program.
+- :mod:`lintf.measure`: gradient noise, exact Hessians and ``R_med``, directional smoothness.
+- :mod:`lintf.settings`: the paper's named settings and the scales ``paper``, ``cpu``, ``ci``.
+- :mod:`lintf.store`, :mod:`lintf.experiments`: cached, tidy results of every experiment.
+- :mod:`lintf.claims`, :mod:`lintf.plots`, :mod:`lintf.chapter`: verdicts, figures, chapters.
+"""
+from .data import COVARIATES, Prompts, sample_covariates, sample_prompts
+from .engine import TrainResult, train
+from .model import ATTENTIONS, Model, from_authors_block, loss, predict
+from .optim import OPTIMIZERS, OptimConfig
+from .settings import SCALES, SETTINGS, get_scale, get_setting
+
+__version__ = "0.1.0"
+
+__all__ = ["COVARIATES", "ATTENTIONS", "OPTIMIZERS", "SCALES", "SETTINGS", "Model", "OptimConfig", "Prompts",
+           "TrainResult", "from_authors_block", "get_scale", "get_setting", "loss", "predict", "sample_covariates",
+           "sample_prompts", "train"]

@@ -3,7 +3,9 @@
 Each function returns a :class:`lintf.store.Result` whose ``frames`` are tidy pandas
 tables (with a ``setting`` column), served from the results store when its key (the whole
 configuration and the source of ``lintf``) matches, computed otherwise. Settings 1-3 feed
-four chapters; whichever chapter asks first computes them, the others read them.
+four chapters; whichever chapter asks first computes them, the others read them. With
+``cached_only=True`` a function only reads (the scorecard), and a missing result is a
+``LookupError``.
 
 - :func:`training`: SGDM and Adam from every seed; loss, gradient norm, directional
   smoothness, evaluation loss; parameter checkpoints.
@@ -47,12 +49,22 @@ def _with_setting(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     return frame.assign(setting=name)[["setting", *[c for c in frame.columns if c != "setting"]]]
 
 
-def _labelled(result, name: str):
-    frames = {k: _with_setting(v, name) if k != "meta" else v for k, v in result.frames.items()}
+def _get(kind: str, config: dict, compute, setting: Setting, scale: Scale, store, cached_only: bool):
+    """Serve ``kind`` from the store, computing it unless ``cached_only`` (then a missing
+    result is a ``LookupError``: the scorecard reads, it never recomputes)."""
+    store = store or ResultStore()
+    if cached_only:
+        result = store.load(kind, config)
+        if result is None:
+            raise LookupError(f"no stored {kind} results for {setting.name} at scale {scale.name!r} with this "
+                              f"lintf source: build the chapter that computes them first")
+    else:
+        result = store.cached(kind, config, compute)
+    frames = {k: _with_setting(v, setting.name) if k != "meta" else v for k, v in result.frames.items()}
     return dataclasses.replace(result, frames=frames)
 
 
-def learning_rates(setting, scale=None, *, lrs="default", device="auto", store=None, progress=None) -> dict:
+def learning_rates(setting, scale=None, *, lrs="default", device="auto", store=None, progress=None, cached_only=False) -> dict:
     """The rate per optimizer for ``lrs`` in :data:`LR_CHOICES`, or a dict given as is."""
     setting, scale = _resolve(setting, scale)
     if isinstance(lrs, dict):
@@ -65,7 +77,8 @@ def learning_rates(setting, scale=None, *, lrs="default", device="auto", store=N
     if lrs == "paper":
         return dict(setting.paper_lrs)
     from .claims import best_lr
-    sweep = lr_sweep(setting, scale.name, device=device, store=store, progress=progress).frames["sweep"]
+    sweep = lr_sweep(setting, scale.name, device=device, store=store, progress=progress,
+                     cached_only=cached_only).frames["sweep"]
     best = best_lr(sweep)
     return {row.optimizer: float(row.lr) for row in best.itertuples()}
 
@@ -78,7 +91,7 @@ def _train_config(setting, scale, lrs, seeds, steps, device) -> dict:
 
 
 def training(setting, scale=None, *, lrs="default", seeds=None, steps=None, device="auto", store=None,
-             progress=None):
+             progress=None, cached_only=False):
     """Train SGDM and Adam on ``setting`` from every seed (one batched program).
 
     Returns a Result with frames ``runs`` and ``history`` (see
@@ -89,7 +102,8 @@ def training(setting, scale=None, *, lrs="default", seeds=None, steps=None, devi
     seeds = check_seeds("seeds", scale.seeds if seeds is None else seeds)
     steps = check_int("steps", scale.steps_for(setting) if steps is None else steps)
     dev = resolve_device(device)
-    rates = learning_rates(setting, scale.name, lrs=lrs, device=device, store=store, progress=progress)
+    rates = learning_rates(setting, scale.name, lrs=lrs, device=device, store=store, progress=progress,
+                           cached_only=cached_only)
     config = _train_config(setting, scale, rates, seeds, steps, dev)
 
     def compute():
@@ -101,11 +115,11 @@ def training(setting, scale=None, *, lrs="default", seeds=None, steps=None, devi
         meta = pd.DataFrame({"seconds": [res.seconds], "steps": [steps], "runs": [len(res.runs)]})
         return {"runs": res.runs, "history": res.history, "meta": meta}, res.to_tensors()
 
-    return _labelled((store or ResultStore()).cached("training", config, compute), setting.name)
+    return _get("training", config, compute, setting, scale, store, cached_only)
 
 
 def conditioning(setting, scale=None, *, lrs="default", seeds=None, steps=None, device="auto", store=None,
-                 progress=None):
+                 progress=None, cached_only=False):
     """``R_med`` of the exact float64 Hessian (on the fixed evaluation batch) at every
     checkpoint up to ``scale.hessian_until``, by eigenvalues and by the diagonal.
 
@@ -113,9 +127,8 @@ def conditioning(setting, scale=None, *, lrs="default", seeds=None, steps=None, 
     ``lambda_max``, ``lambda_median`` (eigenvalues) for ``method == "eig"``.
     """
     setting, scale = _resolve(setting, scale)
-    store = store or ResultStore()
     trained = training(setting, scale.name, lrs=lrs, seeds=seeds, steps=steps, device=device, store=store,
-                       progress=progress)
+                       progress=progress, cached_only=cached_only)
     config = {"training": trained.key, "hessian_until": scale.hessian_until, "eval_size": scale.batch_size}
 
     def compute():
@@ -140,10 +153,10 @@ def conditioning(setting, scale=None, *, lrs="default", seeds=None, steps=None, 
                                  "lambda_median": float(eig[r].median()) if method == "eig" else float("nan")})
         return {"conditioning": pd.DataFrame(rows)}
 
-    return _labelled(store.cached("conditioning", config, compute), setting.name)
+    return _get("conditioning", config, compute, setting, scale, store, cached_only)
 
 
-def gradient_noise(setting, scale=None, *, seed: int = 0, device="auto", store=None, progress=None):
+def gradient_noise(setting, scale=None, *, seed: int = 0, device="auto", store=None, progress=None, cached_only=False):
     """``||g_B - g||`` at initialisation for ``scale.noise_batches`` minibatches of
     ``scale.noise_batch_size`` prompts against one batch of ``scale.noise_big_batch``.
 
@@ -169,10 +182,10 @@ def gradient_noise(setting, scale=None, *, seed: int = 0, device="auto", store=N
         return {"noise": pd.DataFrame({"seed": seed, "sample": range(len(norms)),
                                        "value": norms.double().cpu().numpy()})}
 
-    return _labelled((store or ResultStore()).cached("noise", config, compute), setting.name)
+    return _get("noise", config, compute, setting, scale, store, cached_only)
 
 
-def lr_sweep(setting, scale=None, *, device="auto", store=None, progress=None):
+def lr_sweep(setting, scale=None, *, device="auto", store=None, progress=None, cached_only=False):
     """The grid search: every rate of ``setting.grid(optimizer, scale.grid_points)`` for both
     optimizers, ``scale.sweep_seeds``, ``scale.sweep_steps`` iterations, one batched program.
 
@@ -199,4 +212,4 @@ def lr_sweep(setting, scale=None, *, device="auto", store=None, progress=None):
         sweep.loc[sweep.diverged, "final_loss"] = float("nan")
         return {"sweep": sweep}
 
-    return _labelled((store or ResultStore()).cached("sweep", config, compute), setting.name)
+    return _get("sweep", config, compute, setting, scale, store, cached_only)

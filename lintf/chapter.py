@@ -1,0 +1,75 @@
+"""What every chapter of the book does the same way: check its parameters and caption its
+figures.
+
+A chapter's first code cell after the ``parameters`` cell is::
+
+    p = lintf.chapter.parameters(scale=scale, device=device, seeds=seeds, steps=steps,
+                                 settings=settings, allowed=("setting1", "setting2", "setting3"))
+
+which raises a ``ValueError`` naming the bad parameter before any compute.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+from .checks import check_choice, check_int, check_seeds
+from .engine import resolve_device
+from .settings import SETTINGS, Scale, default_scale, get_scale, get_setting
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """A chapter's checked parameters."""
+
+    scale: Scale
+    device: str
+    seeds: tuple | None
+    steps: int | None
+    settings: tuple
+
+    @property
+    def seed_list(self) -> tuple:
+        """The seeds the chapter trains: the given ones, else the scale's."""
+        return self.seeds if self.seeds is not None else self.scale.seeds
+
+
+def parameters(*, scale=None, device="auto", seeds=None, steps=None, settings=(), allowed=None) -> Parameters:
+    """Check a chapter's papermill parameters; ``ValueError``/``TypeError`` naming the bad one.
+
+    scale : ``"ci"``, ``"cpu"`` or ``"paper"`` (None: :func:`lintf.settings.default_scale`).
+    device : ``"auto"``, ``"cpu"``, ``"cuda"``. seeds : None or distinct integers >= 0.
+    steps : None (the scale's) or an integer >= 1. settings : names among ``allowed``
+        (default: every known setting).
+    """
+    scale = get_scale(default_scale() if scale is None else scale)
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} asks for CUDA, which is not available here; use 'auto' or 'cpu'")
+    seeds = None if seeds is None else check_seeds("seeds", seeds)
+    steps = None if steps is None else check_int("steps", steps)
+    if isinstance(settings, str):
+        settings = (settings,)
+    allowed = tuple(SETTINGS) if allowed is None else tuple(allowed)
+    settings = tuple(check_choice("settings", s, allowed) for s in settings)
+    if steps is not None:
+        too_late = [s for s in scale.table_steps if s >= steps]
+        if too_late:
+            warnings.warn(f"steps={steps} ends before the table's iterations {too_late}", stacklevel=2)
+    return Parameters(scale=scale, device=str(device), seeds=seeds, steps=steps, settings=settings)
+
+
+def caption(figure: str, settings, p: Parameters, *, what: str = "", steps: int | None = None) -> str:
+    """A figure caption naming the paper's figure, the settings, the scale, the seeds and
+    the parametrization (and what differs from the paper), as Markdown."""
+    names = [settings] if isinstance(settings, str) else list(settings)
+    objs = [get_setting(s) for s in names]
+    params = sorted({s.model.parametrization for s in objs})
+    seeds = p.seed_list
+    horizon = f", {steps} iterations" if steps else ""
+    notes = " ".join(sorted({s.note for s in objs if s.note}))
+    return (f"**{figure}** {what} Settings: {', '.join(s.title for s in objs)}. Scale `{p.scale.name}`"
+            f"{horizon}, seeds {list(seeds)} (mean and band over seeds), parametrization "
+            f"`{'/'.join(params)}`. {notes}").strip()
