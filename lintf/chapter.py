@@ -43,15 +43,13 @@ def parameters(*, scale=None, device="auto", seeds=None, steps=None, settings=()
         (default: every known setting).
     """
     scale = get_scale(default_scale() if scale is None else scale)
-    dev = resolve_device(device)
-    if dev.type == "cuda":
-        import torch
-        if not torch.cuda.is_available():
-            raise ValueError(f"device={device!r} asks for CUDA, which is not available here; use 'auto' or 'cpu'")
+    resolve_device(device)
     seeds = None if seeds is None else check_seeds("seeds", seeds)
     steps = None if steps is None else check_int("steps", steps)
     if isinstance(settings, str):
         settings = (settings,)
+    if not isinstance(settings, (list, tuple)):
+        raise TypeError(f"settings must be a list of setting names, got {settings!r}")
     allowed = tuple(SETTINGS) if allowed is None else tuple(allowed)
     settings = tuple(check_choice("settings", s, allowed) for s in settings)
     if steps is not None:

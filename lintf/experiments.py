@@ -80,7 +80,12 @@ def learning_rates(setting, scale=None, *, lrs="default", device="auto", store=N
     sweep = lr_sweep(setting, scale.name, device=device, store=store, progress=progress,
                      cached_only=cached_only).frames["sweep"]
     best = best_lr(sweep)
-    return {row.optimizer: float(row.lr) for row in best.itertuples()}
+    rates = {row.optimizer: float(row.best_lr) for row in best.itertuples()}
+    failed = [o for o, lr in rates.items() if lr != lr]
+    if failed:
+        raise ValueError(f"lrs='grid': every rate of the grid diverged for {failed} on {setting.name}; "
+                         "pass lrs='default', 'paper' or a dict")
+    return rates
 
 
 def _train_config(setting, scale, lrs, seeds, steps, device) -> dict:

@@ -164,8 +164,33 @@ class Model:
                                                            dtype=dtype)
         return params
 
+    def check_params(self, params, name: str = "params") -> tuple[int, ...]:
+        """Check ``params`` against :meth:`param_shapes` (keys, trailing shapes, one common
+        set of leading run dims); return those run dims. ``ValueError``/``TypeError`` naming
+        the offending tensor otherwise."""
+        shapes = self.param_shapes()
+        if not isinstance(params, dict) or set(params) != set(shapes):
+            got = sorted(params) if isinstance(params, dict) else type(params).__name__
+            raise ValueError(f"{name} must be a dict with keys {sorted(shapes)}, got {got}")
+        lead = None
+        for key, shape in shapes.items():
+            t = params[key]
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"{name}[{key!r}] must be a tensor, got {type(t).__name__}")
+            k = t.dim() - len(shape)
+            if k < 0 or tuple(t.shape[k:]) != shape:
+                raise ValueError(f"{name}[{key!r}] must have shape (..., {', '.join(map(str, shape))}), "
+                                 f"got {tuple(t.shape)}")
+            if lead is None:
+                lead = tuple(t.shape[:k])
+            elif tuple(t.shape[:k]) != lead:
+                raise ValueError(f"{name}[{key!r}] has leading run dims {tuple(t.shape[:k])}, "
+                                 f"other tensors have {lead}")
+        return lead
+
     def to_PQ(self, params):
         """Map any parametrization to the full ``(P, Q)`` of eq. (7), ``(..., L, d+1, d+1)``."""
+        self.check_params(params)
         P = params["P"]
         Q = params["W_K"].transpose(-1, -2) @ params["W_Q"] if self.qk == "separate" else params["Q"]
         if self.parametrization == "block":
