@@ -210,8 +210,8 @@ class Model:
         X, Y = Z[..., :-1, :], Z[..., -1:, :]                    # (..., B, d, n+1), (..., B, 1, n+1)
         W1, b1 = params["W1"].unsqueeze(-3), params["b1"].unsqueeze(-2).unsqueeze(-1)
         W2, b2 = params["W2"].unsqueeze(-3), params["b2"].unsqueeze(-2).unsqueeze(-1)
-        X = W2 @ torch.relu(W1 @ X + b1) + b2
-        return torch.cat([X, Y], dim=-2)
+        X = W2 @ torch.relu(W1 @ X + b1) + b2                  # now with the runs' leading dims
+        return torch.cat([X, Y.expand(*X.shape[:-2], 1, Y.shape[-1])], dim=-2)
 
     def predict(self, params, Z):
         """Predictions ``(..., B)`` for prompts ``Z`` ``(..., B, d+1, n+1)``."""

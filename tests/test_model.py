@@ -147,3 +147,14 @@ def test_bad_shapes():
         lintf.loss(P, Q, Z, y[:2])
     with pytest.raises(ValueError, match="attention"):
         lintf.predict(P, Q, Z, "relu")
+
+
+def test_mlp_frontend_with_run_dims_and_shared_batch():
+    m = Model(L=2, d=3, frontend="mlp")
+    g = torch.Generator().manual_seed(0)
+    params = {k: torch.stack([m.init(g, dtype=f64)[k] for _ in range(2)]) for k in m.param_shapes()}
+    Z, y = lintf.sample_prompts(4, 5, 3, generator=g, dtype=f64)
+    batched = m.predict(params, Z)
+    assert batched.shape == (2, 4)
+    for r in range(2):
+        assert torch.allclose(batched[r], m.predict({k: v[r] for k, v in params.items()}, Z))
