@@ -11,17 +11,29 @@ run's numbers do not depend on which other runs share the program
 
 A run whose loss or gradient turns non-finite is marked diverged at that step and frozen;
 the others go on.
+
+Speed (``benchmarks/bench_engine.py``). The plain linear model (``attention="linear"``,
+``qk="joint"``, no front end; full or block parametrization) is differentiated by hand,
+directional smoothness included (:mod:`lintf.fast`); the other variants go through
+autograd. On the CPU: each op runs on one thread (:data:`CPU_THREADS`); the runs are cut
+into chunks of about :data:`CHUNK_RUNS` that :data:`WORKERS` threads take in turn; the next
+step's batch is drawn and summarised in a background thread while this step computes; and
+glibc is asked to keep freed memory (:func:`_keep_freed_memory`). None of this changes a
+number: ``tests/test_fast.py`` checks the hand-written path against autograd and the
+threaded program against the serial one.
 """
 from __future__ import annotations
 
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import torch
 
-from . import optim
+from . import fast, optim
 from .checks import check_choice, check_int, check_positive, check_seeds
 from .data import Prompts
 from .model import Model
@@ -30,15 +42,79 @@ from .progress import bar as progress_bar
 EVAL_SEED = 99
 """Seed of the fixed evaluation batch (the authors' choice), shared by every run."""
 
+CHUNK_RUNS = 8
+"""Runs per chunk of the hand-written path: at B=1000 a chunk's ``(runs, 6, 6, B)`` float32
+tensor is ~1 MB, about one core's L2 cache; 120 runs at once (17 MB each) run ~1.5x slower
+per run, a single run pays Python overhead on every small operation."""
+
+WORKERS = max(1, min(4, os.cpu_count() or 1))
+"""Threads that work on different chunks of runs at once (hand-written path on the CPU).
+Runs are independent and each chunk is computed in the same order whichever thread takes
+it, so the numbers do not depend on this. Measured at 40 runs on 2 cores: 0.67 ms per
+run-iteration with two threads, 0.96 with one; at 6-12 runs (one or two chunks) no gain."""
+
+CPU_THREADS = 1
+"""Intra-op threads while training on the CPU. The ops here are ~0.1 ms each: with two
+threads every op waits for both, and on a loaded machine a descheduled thread costs a
+whole scheduler slice (measured: 8 ms per op instead of 0.1 ms)."""
+
 
 def resolve_device(device="auto") -> torch.device:
-    """``"auto"`` is CUDA when available, else the CPU; anything else goes to ``torch.device``."""
+    """``"auto"`` is CUDA when available, else the CPU; ``"cpu"``, ``"cuda"``, ``"cuda:N"``
+    are taken as given (CUDA only where it is available); anything else is a ``ValueError``."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    accepted = "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"
     try:
-        return torch.device(device)
+        dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}") from None
+        raise ValueError(f"{accepted}; got {device!r}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"{accepted}; got {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} asks for CUDA, which is not available here; use 'auto' or 'cpu'")
+    return dev
+
+
+class cpu_threads:
+    """Context manager: ``torch.set_num_threads(n)`` inside, the previous count restored after."""
+
+    def __init__(self, n: int):
+        self.n = check_int("n", n)
+
+    def __enter__(self):
+        self.before = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.before)
+        return False
+
+
+_MALLOC_TUNED = False
+
+
+def _keep_freed_memory():
+    """Ask glibc to keep freed memory instead of returning it to the system.
+
+    Every step allocates and frees tensors of ~1 MB; by default glibc gives them back
+    (mmap/trim) and the next step page-faults them in again, which measured as half the
+    time of the hand-written path. Process-wide and harmless (the heap keeps its peak
+    size, tens of MB); a no-op where glibc is not the allocator.
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED:
+        return
+    _MALLOC_TUNED = True
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+        libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)                     # glibc's maximum
+    except (OSError, AttributeError):
+        pass
 
 
 def seed_streams(seed: int) -> tuple[int, int]:
@@ -139,7 +215,8 @@ def _check_configs(configs):
 def train(model: Model, prompts: Prompts, configs, seeds, *, steps: int, batch_size: int = 1000,
           optim_config: optim.OptimConfig = optim.OptimConfig(), eval_every: int = 50,
           eval_size: int = 1000, checkpoint_every: int | None = 250, record_smoothness: bool = False,
-          device="auto", dtype=torch.float32, progress: bool | None = None, desc: str = "train") -> TrainResult:
+          smoothness_every: int = 1, device="auto", dtype=torch.float32, progress: bool | None = None,
+          desc: str = "train") -> TrainResult:
     """Train every ``(optimizer, lr)`` in ``configs`` from every seed in ``seeds``, batched.
 
     Parameters
@@ -151,7 +228,9 @@ def train(model: Model, prompts: Prompts, configs, seeds, *, steps: int, batch_s
     eval_every, eval_size : cadence and size of the fixed evaluation batch (seed 99).
     checkpoint_every : keep the parameters every this many steps (and at the end); None: never.
     record_smoothness : also record the directional smoothness ``u^T H(x_t) u`` along the
-        normalised update ``u``, on the step's own batch (:func:`lintf.measure.directional_smoothness`).
+        normalised update ``u``, on the step's own batch (:func:`lintf.fast.curvature` for
+        the plain model, else :func:`lintf.measure.directional_smoothness`), at every
+        ``smoothness_every``-th step (1: every step, as the paper).
     device : ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``.
     """
     configs = _check_configs(configs)
@@ -160,15 +239,144 @@ def train(model: Model, prompts: Prompts, configs, seeds, *, steps: int, batch_s
     batch_size = check_int("batch_size", batch_size)
     eval_every = check_int("eval_every", eval_every)
     eval_size = check_int("eval_size", eval_size)
+    smoothness_every = check_int("smoothness_every", smoothness_every)
+    if not isinstance(optim_config, optim.OptimConfig):
+        raise TypeError(f"optim_config must be a lintf.optim.OptimConfig, got {type(optim_config).__name__}")
     if checkpoint_every is not None:
         checkpoint_every = check_int("checkpoint_every", checkpoint_every)
     if prompts.d != model.d:
         raise ValueError(f"prompts.d ({prompts.d}) must equal model.d ({model.d})")
     device = resolve_device(device)
-    if record_smoothness:
-        from .measure import directional_smoothness
+    if device.type == "cpu":
+        _keep_freed_memory()
+        with cpu_threads(CPU_THREADS):
+            return _train(model, prompts, configs, seeds, steps, batch_size, optim_config, eval_every, eval_size,
+                          checkpoint_every, record_smoothness, smoothness_every, device, dtype, progress, desc)
+    return _train(model, prompts, configs, seeds, steps, batch_size, optim_config, eval_every, eval_size,
+                  checkpoint_every, record_smoothness, smoothness_every, device, dtype, progress, desc)
 
+
+class _Program:
+    """Loss, gradient and directional smoothness of every run, ``(K, S)`` runs at a time.
+
+    The plain linear model goes through :mod:`lintf.fast` in chunks of configurations
+    (a batch is summarised once per seed and shared by the chunks); the other variants
+    through autograd on the model, all runs at once.
+    """
+
+    def __init__(self, model: Model, n: int, K: int, S: int, device, keep_forward: bool):
+        self.model, self.n, self.keep_forward, self.runs = model, n, keep_forward, (K, S)
+        self.hand = fast.supports(model)
+        per_chunk = max(1, CHUNK_RUNS // S) if device.type == "cpu" else K
+        self.chunks = [slice(i, min(i + per_chunk, K)) for i in range(0, K, per_chunk)]
+        self.forwards = []
+        self.pool = ThreadPoolExecutor(WORKERS) if WORKERS > 1 and len(self.chunks) > 1 and self.hand else None
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.shutdown()
+
+    def batch(self, Z, y):
+        """What the model needs of a batch ``Z (S, B, d+1, n+1)`` or ``(B, d+1, n+1)``, ``y (S, B)``
+        or ``(B,)``: its summaries (hand-written path), else views with the run axes in front
+        (the MLP front end does not broadcast a batch against runs)."""
+        if self.hand:
+            return (*fast.summarize(Z), y)
+        return Z.expand(*self.runs, *Z.shape[-3:]), y.expand(*self.runs, y.shape[-1])
+
+    def _each_chunk(self, fn, *trees):
+        """``fn(i, *chunk_i_of_trees)`` for every chunk ``i`` of configurations; a list of results."""
+        args = [(i, *({k: v[c] for k, v in t.items()} for t in trees)) for i, c in enumerate(self.chunks)]
+        if self.pool is None:
+            return [fn(*a) for a in args]
+        return list(self.pool.map(lambda a: fn(*a), args))
+
+    def loss(self, params, batch):
+        """Loss ``(K, S)`` on a prepared batch, no gradient."""
+        if self.hand:
+            return _cat(self._each_chunk(lambda i, p: fast.loss(self.model, p, *batch, self.n), params))
+        with torch.no_grad():
+            return self.model.loss(params, *batch)
+
+    def loss_and_grad(self, params, batch):
+        """Loss ``(K, S)`` and gradient (dict shaped like ``params``) on a prepared batch."""
+        if self.hand:
+            outs = self._each_chunk(lambda i, p: fast.loss_and_grad(self.model, p, *batch, self.n,
+                                                                    keep_forward=self.keep_forward), params)
+            # the smoothness of this step reuses each chunk's forward pass
+            self.forwards = [o[2] for o in outs] if self.keep_forward else []
+            return _cat([o[0] for o in outs]), _cat([o[1] for o in outs])
+        names = list(params)
+        leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
+        with torch.enable_grad():
+            losses = self.model.loss(leaves, *batch)
+            grads = torch.autograd.grad(losses.sum(), [leaves[k] for k in names])
+        return losses.detach(), dict(zip(names, grads))
+
+    def smoothness(self, params, direction, batch, Z, y):
+        """Directional smoothness ``u^T H u``, ``u = direction / ||direction||``, ``(K, S)``,
+        at the point and on the batch of the last :meth:`loss_and_grad`."""
+        if not self.hand:
+            from .measure import directional_smoothness
+            return directional_smoothness(self.model, params, direction, Z, y)
+        forwards = self.forwards or [None] * len(self.chunks)
+        curv = _cat(self._each_chunk(lambda i, p, v: fast.curvature(self.model, p, v, *batch, self.n,
+                                                                    forward=forwards[i]), params, direction))
+        self.forwards = []
+        return curv / optim.global_norm(direction, run_dims=2).square()
+
+
+class _Prefetch:
+    """The next ``count`` results of ``fn()``, each computed in a background thread while the
+    caller works on the previous one.
+
+    Drawing and summarising a batch is a third of a step at 6 runs; on a second core it
+    overlaps the step. Only that thread calls ``fn``, in order, so the stream of batches
+    is what a plain loop would draw.
+    """
+
+    def __init__(self, fn, count: int):
+        self.fn, self.left = fn, count
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lintf-batches")
+        self.future = self.pool.submit(fn)
+
+    def next(self):
+        out = self.future.result()
+        self.left -= 1
+        if self.left > 0:
+            self.future = self.pool.submit(self.fn)
+        return out
+
+    def close(self):
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Synchronous:
+    """:class:`_Prefetch`'s interface, computing each result when asked (accelerators)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def next(self):
+        return self.fn()
+
+    def close(self):
+        pass
+
+
+def _cat(parts):
+    if len(parts) == 1:
+        return parts[0]
+    if isinstance(parts[0], dict):
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    return torch.cat(parts)
+
+
+def _train(model, prompts, configs, seeds, steps, batch_size, optim_config, eval_every, eval_size,
+           checkpoint_every, record_smoothness, smoothness_every, device, dtype, progress,
+           desc) -> TrainResult:
     K, S = len(configs), len(seeds)
+    program = _Program(model, prompts.n, K, S, device, keep_forward=record_smoothness)
     lr = torch.tensor([c[1] for c in configs], device=device, dtype=dtype).unsqueeze(1).expand(K, S)
     is_adam = torch.tensor([c[0] == "adam" for c in configs], device=device).unsqueeze(1).expand(K, S)
     params = {k: v.unsqueeze(0).expand(K, *v.shape).clone()
@@ -176,12 +384,14 @@ def train(model: Model, prompts: Prompts, configs, seeds, *, steps: int, batch_s
     names = list(params)
     state = optim.init_state(params)
     stream = BatchStream(prompts, seeds, batch_size, device, dtype)
-    Z_eval, y_eval = eval_batch(prompts, eval_size, device=device, dtype=dtype)
+    eval_data = program.batch(*eval_batch(prompts, eval_size, device=device, dtype=dtype))
 
     active = torch.ones(K, S, dtype=torch.bool, device=device)
     diverged_step = torch.full((K, S), -1, dtype=torch.long, device=device)
     rec = {q: torch.full((steps, K, S), float("nan"), device=device, dtype=dtype)
-           for q in ["loss", "grad_norm"] + (["smoothness"] if record_smoothness else [])}
+           for q in ["loss", "grad_norm"]}
+    smooth_steps = np.arange(0, steps, smoothness_every) if record_smoothness else np.arange(0)
+    smooth_rec = torch.full((len(smooth_steps), K, S), float("nan"), device=device, dtype=dtype)
     eval_steps = sorted(set(range(0, steps, eval_every)) | {steps})
     eval_rec = torch.full((len(eval_steps), K, S), float("nan"), device=device, dtype=dtype)
     ckpt_steps = set() if checkpoint_every is None else set(range(0, steps + 1, checkpoint_every)) | {steps}
@@ -189,44 +399,49 @@ def train(model: Model, prompts: Prompts, configs, seeds, *, steps: int, batch_s
 
     def evaluate(i):
         with torch.no_grad():
-            eval_rec[i] = torch.where(active, model.loss(params, Z_eval, y_eval), float("nan"))
+            eval_rec[i] = torch.where(active, program.loss(params, eval_data), float("nan"))
 
     def as_runs(x):
         return x.detach().reshape(K * S, *x.shape[2:]).to("cpu", copy=True)
 
+    def next_batch():
+        Z, y = stream.next()
+        return Z, y, program.batch(Z, y)
+
     start = time.perf_counter()
+    batches = _Prefetch(next_batch, steps) if device.type == "cpu" else _Synchronous(next_batch)
     eval_i = 0
     bar = progress_bar(range(steps), desc=f"{desc}: {K * S} runs", progress=progress, unit="step")
-    for t in bar:
-        if t == eval_steps[eval_i]:
+    try:
+        for t in bar:
+            if t == eval_steps[eval_i]:
+                evaluate(eval_i)
+                eval_i += 1
+            if t in ckpt_steps:
+                checkpoints[t] = {k: as_runs(v) for k, v in params.items()}
+            Z, y, batch = batches.next()
+            losses, grads = program.loss_and_grad(params, batch)      # (K, S), dict
+            with torch.no_grad():
+                clipped, norms = optim.clip_by_global_norm(grads, optim_config.clip, run_dims=2)
+                new, delta = optim.update(params, clipped, state, lr, is_adam, optim_config, run_dims=2)
+                finite = torch.isfinite(losses) & torch.isfinite(norms)
+                diverged_step.masked_fill_(active & ~finite, t)
+                active &= finite
+                rec["loss"][t] = torch.where(active, losses, float("nan"))
+                rec["grad_norm"][t] = torch.where(active, norms, float("nan"))
+                if record_smoothness and t % smoothness_every == 0:
+                    smooth = program.smoothness(params, delta, batch, Z, y)
+                    smooth_rec[t // smoothness_every] = torch.where(active, smooth, float("nan"))
+                params = {k: torch.where(active.reshape(K, S, *([1] * (new[k].dim() - 2))), new[k], params[k])
+                          for k in names}
+        if eval_steps[eval_i] == steps:
             evaluate(eval_i)
-            eval_i += 1
-        if t in ckpt_steps:
-            checkpoints[t] = {k: as_runs(v) for k, v in params.items()}
-        Z, y = stream.next()
-        leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
-        with torch.enable_grad():
-            losses = model.loss(leaves, Z, y)                          # (K, S)
-            grads = torch.autograd.grad(losses.sum(), [leaves[k] for k in names])
-        with torch.no_grad():
-            grads = dict(zip(names, grads))
-            clipped, norms = optim.clip_by_global_norm(grads, optim_config.clip, run_dims=2)
-            new, delta = optim.update(params, clipped, state, lr, is_adam, optim_config, run_dims=2)
-            finite = torch.isfinite(losses.detach()) & torch.isfinite(norms)
-            diverged_step.masked_fill_(active & ~finite, t)
-            active &= finite
-            rec["loss"][t] = torch.where(active, losses.detach(), float("nan"))
-            rec["grad_norm"][t] = torch.where(active, norms, float("nan"))
-            if record_smoothness:
-                smooth = directional_smoothness(model, params, delta, Z, y)
-                rec["smoothness"][t] = torch.where(active, smooth, float("nan"))
-            params = {k: torch.where(active.reshape(K, S, *([1] * (new[k].dim() - 2))), new[k], params[k])
-                      for k in names}
-    if eval_steps[eval_i] == steps:
-        evaluate(eval_i)
-    if steps in ckpt_steps:
-        checkpoints[steps] = {k: as_runs(v) for k, v in params.items()}
-    bar.close()
+        if steps in ckpt_steps:
+            checkpoints[steps] = {k: as_runs(v) for k, v in params.items()}
+    finally:
+        batches.close()
+        program.close()
+        bar.close()
     seconds = time.perf_counter() - start
 
     runs = pd.DataFrame({
@@ -238,6 +453,8 @@ def train(model: Model, prompts: Prompts, configs, seeds, *, steps: int, batch_s
         "diverged_step": diverged_step.reshape(-1).cpu().numpy(),
     })
     frames = [_tidy(runs, np.arange(steps), q, v) for q, v in rec.items()]
+    if record_smoothness:
+        frames.append(_tidy(runs, smooth_steps, "smoothness", smooth_rec))
     frames.append(_tidy(runs, np.array(eval_steps), "eval_loss", eval_rec))
     history = pd.concat(frames, ignore_index=True)
     return TrainResult(runs=runs, history=history, checkpoints=checkpoints, seconds=seconds)

@@ -92,7 +92,8 @@ def _train_config(setting, scale, lrs, seeds, steps, device) -> dict:
     return {**_describe(setting), "lrs": lrs, "seeds": list(seeds), "steps": steps,
             "batch_size": scale.batch_size, "eval_every": scale.eval_every,
             "checkpoint_every": scale.checkpoint_every, "clip": setting.clip,
-            "smoothness": setting.record_smoothness, "device": device.type}
+            "smoothness": setting.record_smoothness, "smoothness_every": scale.smoothness_every,
+            "device": device.type}
 
 
 def training(setting, scale=None, *, lrs="default", seeds=None, steps=None, device="auto", store=None,
@@ -115,7 +116,8 @@ def training(setting, scale=None, *, lrs="default", seeds=None, steps=None, devi
         res = train(setting.model, setting.prompts, [(o, rates[o]) for o in OPTIMIZERS], seeds, steps=steps,
                     batch_size=scale.batch_size, optim_config=OptimConfig(clip=setting.clip),
                     eval_every=scale.eval_every, checkpoint_every=scale.checkpoint_every,
-                    record_smoothness=setting.record_smoothness, device=dev, progress=progress,
+                    record_smoothness=setting.record_smoothness, smoothness_every=scale.smoothness_every,
+                    device=dev, progress=progress,
                     desc=setting.name)
         meta = pd.DataFrame({"seconds": [res.seconds], "steps": [steps], "runs": [len(res.runs)]})
         return {"runs": res.runs, "history": res.history, "meta": meta}, res.to_tensors()
@@ -125,8 +127,9 @@ def training(setting, scale=None, *, lrs="default", seeds=None, steps=None, devi
 
 def conditioning(setting, scale=None, *, lrs="default", seeds=None, steps=None, device="auto", store=None,
                  progress=None, cached_only=False):
-    """``R_med`` of the exact float64 Hessian (on the fixed evaluation batch) at every
-    checkpoint up to ``scale.hessian_until``, by eigenvalues and by the diagonal.
+    """``R_med`` of the exact float64 Hessian (on the fixed evaluation batch) at the
+    checkpoints :meth:`lintf.settings.Scale.hessian_steps_for` chooses, by eigenvalues and
+    by the diagonal. Empty (no rows) for a model above the scale's ``hessian_max_params``.
 
     Frame ``conditioning``: ``setting, optimizer, lr, seed, step, method, value`` plus
     ``lambda_max``, ``lambda_median`` (eigenvalues) for ``method == "eig"``.
@@ -134,19 +137,18 @@ def conditioning(setting, scale=None, *, lrs="default", seeds=None, steps=None, 
     setting, scale = _resolve(setting, scale)
     trained = training(setting, scale.name, lrs=lrs, seeds=seeds, steps=steps, device=device, store=store,
                        progress=progress, cached_only=cached_only)
-    config = {"training": trained.key, "hessian_until": scale.hessian_until, "eval_size": scale.batch_size}
+    from .engine import TrainResult
+    checkpoints = TrainResult.checkpoints_from_tensors(trained.tensors)
+    todo = scale.hessian_steps_for(setting, checkpoints)
+    config = {"training": trained.key, "hessian_steps": todo, "eval_size": scale.batch_size}
 
     def compute():
-        from .engine import TrainResult
-        checkpoints = TrainResult.checkpoints_from_tensors(trained.tensors)
         runs = trained.frames["runs"]
         Z, y = eval_batch(setting.prompts, scale.batch_size, dtype=torch.float64)
         rows = []
-        todo = [s for s in checkpoints if s <= scale.hessian_until]
         for step in bar(todo, desc=f"{setting.name}: exact Hessians of {len(runs)} runs", progress=progress,
                         unit="checkpoint"):
-            params = {k: v.double() for k, v in checkpoints[step].items()}
-            H = measure.hessian(setting.model, params, Z, y)                         # (R, p, p)
+            H = _unique_hessians(setting.model, checkpoints[step], Z, y)             # (R, p, p)
             eig = torch.linalg.eigvalsh(H)
             for method in ("eig", "diag"):
                 values = measure.robust_condition(H, method)
@@ -156,9 +158,19 @@ def conditioning(setting, scale=None, *, lrs="default", seeds=None, steps=None, 
                                  "method": method, "value": float(values[r]) if alive else float("nan"),
                                  "lambda_max": float(eig[r, -1]) if method == "eig" else float("nan"),
                                  "lambda_median": float(eig[r].median()) if method == "eig" else float("nan")})
-        return {"conditioning": pd.DataFrame(rows)}
+        columns = ["optimizer", "lr", "seed", "step", "method", "value", "lambda_max", "lambda_median"]
+        return {"conditioning": pd.DataFrame(rows, columns=columns)}
 
     return _get("conditioning", config, compute, setting, scale, store, cached_only)
+
+
+def _unique_hessians(model, params: dict, Z, y) -> torch.Tensor:
+    """Float64 Hessians ``(R, p, p)`` of runs ``params`` (tensors ``(R, ...)``), each distinct
+    parameter vector computed once (at step 0, SGDM and Adam of a seed share theirs)."""
+    theta = model.flatten({k: v.double() for k, v in params.items()})
+    unique, inverse = torch.unique(theta, dim=0, return_inverse=True)
+    H = measure.hessian(model, model.unflatten(unique), Z, y)
+    return H[inverse]
 
 
 def gradient_noise(setting, scale=None, *, seed: int = 0, device="auto", store=None, progress=None, cached_only=False):

@@ -104,13 +104,25 @@ def get_setting(name) -> Setting:
     return SETTINGS[check_choice("setting", name, SETTINGS)]
 
 
+CORE = ("setting1", "setting2", "setting3", "gamma")
+"""Settings at a scale's full horizon (``gamma`` is Setting 3 under its Sec. 4.1 name)."""
+
+
 @dataclass(frozen=True)
 class Scale:
     """How much to compute.
 
-    steps, seeds, batch_size : training iterations ``T``, seeds, prompts per step ``B``.
+    steps : training iterations ``T`` of the core settings (:data:`CORE`); ``depth_steps``,
+        ``extra_steps`` (sphere, softmax, separate Q/K, nonlinear) and ``large_steps`` for the
+        others (None: ``steps``).
+    seeds, batch_size : seeds and prompts per step ``B``.
     eval_every : cadence of the fixed evaluation batch's loss (the authors': 50).
-    checkpoint_every, hessian_until : exact Hessians at every checkpoint up to this step.
+    smoothness_every : directional smoothness at every this many steps (the paper: 1).
+    checkpoint_every : parameters kept every this many steps.
+    hessian_steps : checkpoints where the exact Hessian is computed for the core settings
+        (None: every checkpoint); ``extra_hessian_steps`` for the others.
+    hessian_max_params : models with more trained parameters skip ``R_med`` at this scale
+        (a ``p x p`` float64 Hessian costs ``p`` Hessian-vector products); None: no limit.
     table_steps : the iterations of the condition-number table (the paper's 750, 1250).
     sweep_steps, sweep_seeds, grid_points : the learning-rate grid search.
     noise_batches, noise_batch_size, noise_big_batch : gradient noise at initialisation
@@ -122,8 +134,11 @@ class Scale:
     seeds: tuple
     batch_size: int = 1000
     eval_every: int = 50
+    smoothness_every: int = 1
     checkpoint_every: int = 250
-    hessian_until: int = 10000
+    hessian_steps: tuple | None = None
+    extra_hessian_steps: tuple | None = None
+    hessian_max_params: int | None = None
     table_steps: tuple = (750, 1250)
     sweep_steps: int = 10000
     sweep_seeds: tuple = (0, 1, 2, 3, 4, 5)
@@ -133,35 +148,49 @@ class Scale:
     noise_big_batch: int = 100000
     depth_steps: int | None = None
     extra_steps: int | None = None
+    large_steps: int | None = None
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "hessian_until", "sweep_steps",
+        for name in ("steps", "batch_size", "eval_every", "smoothness_every", "checkpoint_every", "sweep_steps",
                      "grid_points", "noise_batches", "noise_batch_size", "noise_big_batch"):
             check_int(name, getattr(self, name))
         check_seeds("seeds", self.seeds)
         check_seeds("sweep_seeds", self.sweep_seeds)
-        bad = [s for s in self.table_steps if s % self.checkpoint_every or s > self.hessian_until]
-        if bad:
-            raise ValueError(f"table_steps must be checkpoints up to hessian_until, got {bad}")
+        for name in ("hessian_steps", "extra_hessian_steps"):
+            steps = getattr(self, name)
+            if steps is not None and any(s % self.checkpoint_every for s in steps):
+                raise ValueError(f"{name} must be multiples of checkpoint_every={self.checkpoint_every}, got {steps}")
+        if self.hessian_steps is not None and not set(self.table_steps) <= set(self.hessian_steps):
+            raise ValueError(f"table_steps {self.table_steps} must be among hessian_steps {self.hessian_steps}")
 
     def steps_for(self, setting: Setting) -> int:
-        """Iterations for ``setting``: the core settings get ``steps``; depth, variants and
-        the large model may get fewer at small scales (``depth_steps``, ``extra_steps``)."""
-        if setting.name.startswith("depth") and self.depth_steps:
-            return self.depth_steps
-        core = ("setting1", "setting2", "setting3", "nonlinear")
-        if setting.name not in core and self.extra_steps:
-            return self.extra_steps
-        return self.steps
+        """Iterations for ``setting`` (see the class docstring)."""
+        if setting.name in CORE:
+            return self.steps
+        if setting.name.startswith("depth"):
+            return self.depth_steps or self.steps
+        if setting.name == "large":
+            return self.large_steps or self.steps
+        return self.extra_steps or self.steps
+
+    def hessian_steps_for(self, setting: Setting, checkpoints) -> list[int]:
+        """The checkpoints of ``setting`` where the exact Hessian is computed (empty when the
+        model has more than ``hessian_max_params`` parameters)."""
+        if self.hessian_max_params is not None and setting.model.num_params > self.hessian_max_params:
+            return []
+        chosen = self.hessian_steps if setting.name in CORE else self.extra_hessian_steps
+        return sorted(checkpoints if chosen is None else set(checkpoints) & set(chosen))
 
 
 SCALES: dict[str, Scale] = {s.name: s for s in [
     Scale("paper", steps=10000, seeds=tuple(range(6))),
-    Scale("cpu", steps=2000, seeds=(0, 1, 2), hessian_until=2000, sweep_steps=300, sweep_seeds=(0, 1),
-          noise_batches=1000, noise_big_batch=20000, depth_steps=1500, extra_steps=1500),
-    Scale("ci", steps=60, seeds=(0, 1, 2), batch_size=100, eval_every=10, checkpoint_every=20, hessian_until=60,
-          table_steps=(20, 40), sweep_steps=20, sweep_seeds=(0, 1), grid_points=4, noise_batches=40,
-          noise_batch_size=100, noise_big_batch=1000),
+    Scale("cpu", steps=10000, seeds=(0, 1, 2), smoothness_every=10, hessian_steps=(0, 250, 750, 1250),
+          extra_hessian_steps=(0, 500), hessian_max_params=300, sweep_steps=300, sweep_seeds=(0, 1),
+          noise_batches=1000, noise_big_batch=20000, depth_steps=1000, extra_steps=1000, large_steps=200),
+    Scale("ci", steps=60, seeds=(0, 1, 2), batch_size=100, eval_every=10, checkpoint_every=20,
+          hessian_steps=(0, 20, 40), extra_hessian_steps=(0, 20), hessian_max_params=300, table_steps=(20, 40),
+          sweep_steps=20, sweep_seeds=(0, 1), grid_points=4, noise_batches=40, noise_batch_size=100,
+          noise_big_batch=1000),
 ]}
 
 

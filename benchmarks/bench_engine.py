@@ -1,0 +1,235 @@
+"""How fast is the training engine? One process times, on the base setting (L=3, d=5, n=20,
+B=1000, gaussian prompts):
+
+- ``reference``: the authors' style, one run at a time: an ``nn.Module`` whose attention is
+  computed in the literal order ``P Z M (Z^T Q Z)``, ``torch.optim.Adam`` and
+  ``clip_grad_norm_``, a fresh batch drawn every step;
+- ``associative``: the same loop on :func:`lintf.model.loss` (attention as ``P (Z M Z^T) Q Z``);
+- ``engine R=..``: :func:`lintf.engine.train` with ``R`` runs in one program (configurations
+  x seeds), with and without the per-step directional smoothness;
+- the exact float64 Hessian of one run at one checkpoint (:func:`lintf.measure.hessian`);
+- a large float32 matrix product, to say how fast this machine was while the rest ran.
+
+Every number is a median over ``--repeats`` repetitions, taken round-robin so that a burst
+of load from another process hits every row alike. Times are wall clock (what a reader
+waits for) with the process's CPU time beside them (less sensitive to other processes).
+The machine's load average is printed at the start and the end.
+
+    python benchmarks/bench_engine.py --quick     # about a minute
+    python benchmarks/bench_engine.py             # more steps, repeats and run counts
+    python benchmarks/bench_engine.py --profile   # also: where the engine's time goes
+
+The last line is ``speedup_vs_sequential: <x>``: time per run-iteration of the reference
+over that of the engine at its best run count.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+
+from lintf import engine, fast, measure
+from lintf.data import Prompts
+from lintf.model import Model
+
+MODEL, PROMPTS, B = Model(L=3, d=5), Prompts(n=20, d=5), 1000
+MFLOP_PER_ITER = 35.0
+"""Nominal work of one run-iteration (forward and backward of the associative order at
+B=1000), the yardstick of the GFLOP/s column."""
+LR = 0.02
+
+
+class AuthorsTransformer(torch.nn.Module):
+    """One run as the authors' code writes it: per-layer ``P, Q`` parameters, attention in
+    the literal order of eq. (7) over the batch."""
+
+    def __init__(self, params):
+        super().__init__()
+        self.P = torch.nn.ParameterList([torch.nn.Parameter(p.clone()) for p in params["P"]])
+        self.Q = torch.nn.ParameterList([torch.nn.Parameter(q.clone()) for q in params["Q"]])
+
+    def forward(self, Z):                                          # Z (B, d+1, n+1)
+        n = Z.shape[-1] - 1
+        M = torch.diag(torch.tensor([1.0] * n + [0.0], dtype=Z.dtype))
+        for P, Q in zip(self.P, self.Q):
+            Z = Z + P @ Z @ M @ (Z.transpose(-1, -2) @ Q @ Z) / n
+        return -Z[:, -1, -1]
+
+
+class Associative(torch.nn.Module):
+    """One run on :func:`lintf.model.loss` (the associative order) as an ``nn.Module``."""
+
+    def __init__(self, params):
+        super().__init__()
+        self.params = torch.nn.ParameterDict({k: torch.nn.Parameter(v.clone()) for k, v in params.items()})
+
+    def forward(self, Z):
+        return MODEL.predict(dict(self.params), Z)
+
+
+def sequential(module_cls, steps):
+    """``steps`` iterations of one Adam run with clipping; returns seconds (wall, CPU)."""
+    params = {k: v[0] for k, v in engine.initial_params(MODEL, [0]).items()}
+    net = module_cls(params)
+    opt = torch.optim.Adam(net.parameters(), lr=LR, betas=(0.9, 0.9), eps=1e-8)
+    gen = torch.Generator().manual_seed(0)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        Z, y = PROMPTS.sample(B, generator=gen)
+        loss = (net(Z) - y).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def programme(R):
+    """``(configs, seeds)`` of ``R`` runs as the book makes them: both optimizers, then rates."""
+    shapes = {1: (1, 1), 6: (2, 3), 12: (4, 3), 40: (20, 2), 120: (20, 6)}
+    K, S = shapes[R]
+    configs = [(("sgdm", "adam")[i % 2], LR * (1 + i // 2)) for i in range(K)]
+    return configs, list(range(S))
+
+
+def engine_run(R, steps, smoothness=False):
+    """``steps`` iterations of ``R`` runs in one program; returns seconds of the loop (wall, CPU)."""
+    configs, seeds = programme(R)
+    cpu = time.process_time()
+    res = engine.train(MODEL, PROMPTS, configs, seeds, steps=steps, batch_size=B, eval_every=50,
+                       checkpoint_every=250, record_smoothness=smoothness, device="cpu", progress=False)
+    return res.seconds, time.process_time() - cpu
+
+
+def matmul_gflops(size=2048):
+    """GFLOP/s of one float32 ``size x size`` matrix product on the engine's thread count."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    with engine.cpu_threads(engine.CPU_THREADS):
+        a @ b
+        start = time.perf_counter()
+        a @ b
+        seconds = time.perf_counter() - start
+    return 2 * size ** 3 / seconds / 1e9, 0.0
+
+
+def hessian_seconds(hand=False):
+    """Exact float64 Hessian of one run at one checkpoint on the B=1000 evaluation batch, by
+    :func:`lintf.measure.hessian` (autograd) or :func:`lintf.fast.hessian` (``hand``)."""
+    params = {k: v.double() for k, v in engine.initial_params(MODEL, [0]).items()}
+    Z, y = engine.eval_batch(PROMPTS, B, dtype=torch.float64)
+    with engine.cpu_threads(engine.CPU_THREADS):
+        wall, cpu = time.perf_counter(), time.process_time()
+        if hand:
+            fast.hessian(MODEL, params, *fast.summarize(Z), y, PROMPTS.n)
+        else:
+            measure.hessian(MODEL, params, Z, y)
+        return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def profile_engine(R, steps):
+    """Where the engine's main thread spends its time at ``R`` runs (torch.profiler, CPU self
+    time by kind of operator). One worker thread, so that the profiler sees every chunk; the
+    batches are drawn in the background thread, which the profiler does not see."""
+    from collections import Counter
+
+    from torch.profiler import ProfilerActivity, profile
+    kinds = {"aten::addcmul_": "elementwise passes", "aten::mul": "elementwise passes",
+             "aten::add": "elementwise passes", "aten::add_": "elementwise passes",
+             "aten::sum": "elementwise passes", "aten::bmm": "matrix products (MKL)",
+             "aten::mm": "matrix products (MKL)", "aten::copy_": "copies", "aten::clone": "copies"}
+    workers = engine.WORKERS
+    engine.WORKERS = 1
+    try:
+        engine_run(R, 3)
+        for smoothness in (False, True):
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                wall, _ = engine_run(R, steps, smoothness)
+            by_kind = Counter()
+            for e in prof.key_averages():
+                by_kind[kinds.get(e.key, "other operators")] += e.self_cpu_time_total / 1e6
+            ops = sum(by_kind.values())
+            print(f"\nprofile, R={R}, smoothness={smoothness}: operators {ops:.2f} s of {wall:.2f} s in the loop "
+                  f"({1 - ops / wall:.0%} Python, dispatch and waiting for batches)")
+            for kind, seconds in by_kind.most_common():
+                print(f"  {kind:24s} {seconds / ops:6.1%}")
+    finally:
+        engine.WORKERS = workers
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps and repeats (about a minute)")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--profile", action="store_true", help="also profile the engine at 12 runs")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    repeats = args.repeats or (3 if quick else 5)
+    seq_steps = 15 if quick else 40
+    run_counts = (1, 12, 120) if quick else (1, 6, 12, 40, 120)
+    # steps per timing: about the same work for every run count, never fewer than 3
+    steps_for = {R: max(6 if quick else 12, (240 if quick else 800) // R) if R > 12 else (30 if quick else 80)
+                 for R in run_counts}
+    smooth_R = 12
+
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, engine threads {engine.CPU_THREADS}, "
+          f"chunk {engine.CHUNK_RUNS} runs; load average at start {os.getloadavg()}")
+    rows = {"reference (authors' style)": lambda: sequential(AuthorsTransformer, seq_steps),
+            "associative single run": lambda: sequential(Associative, seq_steps)}
+    iters = {"reference (authors' style)": seq_steps, "associative single run": seq_steps}
+    for R in run_counts:
+        rows[f"engine R={R}"] = (lambda R=R: engine_run(R, steps_for[R]))
+        iters[f"engine R={R}"] = steps_for[R] * R
+    rows[f"engine R={smooth_R} + smoothness"] = lambda: engine_run(smooth_R, steps_for[smooth_R], True)
+    iters[f"engine R={smooth_R} + smoothness"] = steps_for[smooth_R] * smooth_R
+
+    with engine.cpu_threads(engine.CPU_THREADS):                   # the reference on the engine's threads
+        for fn in rows.values():                                   # warm-up: allocator, first-call costs
+            fn()
+        samples = {name: [] for name in rows}
+        gflops = []
+        for _ in range(repeats):
+            for name, fn in rows.items():
+                samples[name].append(fn())
+            gflops.append(matmul_gflops()[0])
+        if not quick:                                              # torch's default thread count
+            default = torch.get_num_threads()
+            torch.set_num_threads(os.cpu_count() or 1)
+            name = f"reference, {torch.get_num_threads()} threads"
+            samples[name] = [sequential(AuthorsTransformer, seq_steps) for _ in range(repeats)]
+            iters[name] = seq_steps
+            torch.set_num_threads(default)
+    hess = [hessian_seconds() for _ in range(1 if quick else 2)]
+    hess_hand = [hessian_seconds(hand=True) for _ in range(1 if quick else 2)]
+
+    def per_iter(name, k):
+        return statistics.median(s[k] for s in samples[name]) / iters[name] * 1e3
+
+    ref = per_iter("reference (authors' style)", 0)
+    print(f"\n{'':34s} {'ms/run-iter':>11s} {'(CPU ms)':>9s} {'GFLOP/s':>8s} {'vs reference':>12s}")
+    for name in samples:
+        wall, cpu = per_iter(name, 0), per_iter(name, 1)
+        print(f"{name:34s} {wall:11.3f} {cpu:9.3f} {MFLOP_PER_ITER / wall:8.1f} {ref / wall:11.1f}x")
+    plain = per_iter(f"engine R={smooth_R}", 0)
+    smooth = per_iter(f"engine R={smooth_R} + smoothness", 0)
+    print(f"\nsmoothness overhead at R={smooth_R}: {smooth - plain:.3f} ms/run-iter "
+          f"({(smooth - plain) / plain:.2f} of a plain step)")
+    print(f"float32 {2048}^3 matmul: {statistics.median(gflops):.1f} GFLOP/s "
+          f"(median of {repeats}, {engine.CPU_THREADS} thread(s))")
+    print(f"load average at end {os.getloadavg()}")
+    if args.profile:
+        profile_engine(12, steps_for.get(12, 30))
+    print(f"lintf.fast.hessian: {statistics.median(h[0] for h in hess_hand):.2f} s "
+          f"(CPU {statistics.median(h[1] for h in hess_hand):.2f} s), forward mode over the hand-written gradient")
+    print(f"hessian_seconds: {statistics.median(h[0] for h in hess):.2f}  "
+          f"(lintf.measure.hessian: one run's {MODEL.num_params}x{MODEL.num_params} float64 Hessian at one "
+          f"checkpoint, B={B}, CPU {statistics.median(h[1] for h in hess):.2f} s)")
+    best = min((per_iter(f"engine R={R}", 0), R) for R in run_counts)
+    print(f"best engine run count: R={best[1]}")
+    print(f"speedup_vs_sequential: {ref / best[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
