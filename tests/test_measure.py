@@ -131,8 +131,9 @@ def test_robust_condition_definitions():
 
 
 # -- gradient noise --------------------------------------------------------------------------
-def test_gradient_noise_matches_a_plain_loop_for_any_chunk():
-    model = lintf.Model(L=2, d=2)
+@pytest.mark.parametrize("attention", ["linear", "softmax"])      # hand-written and autograd paths
+def test_gradient_noise_matches_a_plain_loop_for_any_chunk(attention):
+    model = lintf.Model(L=2, d=2, attention=attention)
     params = model.init(torch.Generator().manual_seed(5), dtype=torch.float64)
     sample = functools.partial(lintf.sample_prompts, n=4, d=2, covariates="gamma", dtype=torch.float64)
     kw = dict(num_batches=7, batch_size=9, big_batch=31)
