@@ -157,9 +157,10 @@ def conditioning(setting, scale=None, *, lrs="default", seeds=None, steps=None, 
                     rows.append({"optimizer": run.optimizer, "lr": run.lr, "seed": run.seed, "step": step,
                                  "method": method, "value": float(values[r]) if alive else float("nan"),
                                  "lambda_max": float(eig[r, -1]) if method == "eig" else float("nan"),
-                                 "lambda_median": float(eig[r].median()) if method == "eig" else float("nan")})
-        columns = ["optimizer", "lr", "seed", "step", "method", "value", "lambda_max", "lambda_median"]
-        return {"conditioning": pd.DataFrame(rows, columns=columns)}
+                                 "lambda_median": float(eig[r].abs().median()) if method == "eig" else float("nan")})
+        dtypes = {"optimizer": str, "lr": float, "seed": int, "step": int, "method": str, "value": float,
+                  "lambda_max": float, "lambda_median": float}
+        return {"conditioning": pd.DataFrame(rows, columns=list(dtypes)).astype(dtypes)}
 
     return _get("conditioning", config, compute, setting, scale, store, cached_only)
 

@@ -212,8 +212,11 @@ def robust_condition(H, method: str = "eig") -> torch.Tensor:
     """Robust condition number ``R_med`` of Hessians ``H`` ``(..., p, p)``; returns ``(...)``.
 
     - ``method="eig"`` (the paper's text, after Jiang et al. 2022):
-      ``R_med = lambda_max(H) / lambda_median(H)``, from the eigenvalues of the symmetric
-      part of ``H`` (signed; a negative or tiny median makes the ratio negative or huge).
+      ``R_med = lambda_max(H) / median_i |lambda_i(H)|``, from the eigenvalues of the
+      symmetric part of ``H``. The median is of the eigenvalues' magnitudes: these Hessians
+      are indefinite and have an exactly flat subspace (30 zero eigenvalues for the base
+      model), so the median of the signed eigenvalues sits on a zero and the ratio would be
+      ``lambda_max`` over rounding error (~1e18).
     - ``method="diag"`` (the paper's footnote and the authors' code):
       ``R_med = max_i |H_ii| / median_i |H_ii|``.
 
@@ -224,7 +227,7 @@ def robust_condition(H, method: str = "eig") -> torch.Tensor:
     check_choice("method", method, CONDITION_METHODS)
     if method == "eig":
         values = torch.linalg.eigvalsh((H + H.transpose(-1, -2)) / 2)     # ascending
-        return values[..., -1] / values.median(dim=-1).values
+        return values[..., -1] / values.abs().median(dim=-1).values
     values = H.diagonal(dim1=-2, dim2=-1).abs()
     return values.max(dim=-1).values / values.median(dim=-1).values
 
@@ -242,7 +245,7 @@ def hessian_summary(H) -> dict:
         "eigenvalues": values,
         "diagonal": H.diagonal(dim1=-2, dim2=-1).clone(),
         "lambda_max": values[..., -1],
-        "lambda_median": values.median(dim=-1).values,
+        "lambda_median": values.abs().median(dim=-1).values,
         "R_med_eig": robust_condition(H, "eig"),
         "R_med_diag": robust_condition(H, "diag"),
     }

@@ -121,7 +121,7 @@ def test_robust_condition_definitions():
     assert torch.allclose(measure.robust_condition(H, "diag"), diag[-1] / diag[2])
     D = torch.diag(torch.tensor([-8.0, 1.0, 2.0, 4.0]))                 # |diag|: 1 2 4 8
     assert measure.robust_condition(D, "diag").item() == 8.0 / 2.0
-    assert measure.robust_condition(D, "eig").item() == 4.0 / 1.0       # signed eigenvalues
+    assert measure.robust_condition(D, "eig").item() == 4.0 / 2.0       # lambda_max / median |lambda|
     batch = torch.stack([H, 2 * H])
     assert torch.allclose(measure.robust_condition(batch, "eig"), torch.full((2,), 5.0, dtype=torch.float64))
     summary = measure.hessian_summary(H)
