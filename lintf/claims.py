@@ -912,6 +912,18 @@ def claim6(history: pd.DataFrame, depths: Mapping = DEPTHS, quantity: str = "eva
     return _decide(6, parts, notes, _cat(data), untested)
 
 
+def _common_horizon(history: pd.DataFrame, settings) -> tuple[pd.DataFrame, list[str]]:
+    """Cut the histories of ``settings`` at the last iteration they all reached, so that a
+    comparison across settings trained for different horizons compares like with like."""
+    last = history[history["setting"].isin(settings)].groupby("setting")["step"].max()
+    if len(last) < 2 or last.nunique() == 1:
+        return history, []
+    T = int(last.min())
+    keep = ~history["setting"].isin(settings) | (history["step"] <= T)
+    return history[keep], [f"compared at the common horizon, iteration {T} "
+                           f"({', '.join(f'{s}: {int(t)}' for s, t in last.items())} trained)"]
+
+
 def claim7(history: pd.DataFrame, light: str = TAILS["sphere"], reference: str = TAILS["gamma"],
            quantity: str = "eval_loss", frac: float = 0.1, lrs=None, runs=None,
            n_boot: int = 10000, level: float = 0.95, seed: int = 0) -> Verdict:
@@ -919,14 +931,17 @@ def claim7(history: pd.DataFrame, light: str = TAILS["sphere"], reference: str =
     closing the relative gap.
 
     ``reference`` defaults to the gamma setting, the paper's comparison in Fig 9 (pass the
-    gaussian Setting 1 to compare with it instead). Parts:
+    gaussian Setting 1 to compare with it instead); both are compared at the last iteration
+    both reached. Parts:
     (a) for each optimizer: mean log final loss on ``reference`` minus on ``light`` > 0
         (independent bootstraps over seeds);
     (b) on ``light``, per seed ``gap = log final_loss(SGDM) - log final_loss(Adam)``:
         interval of the mean gap (pairs resampled) > 0 (Adam still ahead).
     """
     n_boot, level, seed = _check_boot(n_boot, level, seed)
+    history, horizon = _common_horizon(history, (light, reference))
     final, notes = _final(history, quantity, frac, lrs, runs)
+    notes = horizon + notes
     have = set(final["setting"])
     parts, untested = [], []
     for s in (light, reference):
@@ -965,13 +980,17 @@ def claim8(history: pd.DataFrame, linear: str = ATTENTION["linear"], softmax: st
            n_boot: int = 10000, level: float = 0.95, seed: int = 0) -> Verdict:
     """Claim 8: linear attention trains faster than softmax attention on this task.
 
+    Both settings are compared at the last iteration both reached.
+
     For each optimizer run on both settings: per seed ``d = log final_loss(softmax) -
     log final_loss(linear)`` (same optimizer, same seed); the part holds when the
     bootstrap interval of mean ``d`` (pairs resampled) lies above 0. All must hold.
     """
     n_boot, level, seed = _check_boot(n_boot, level, seed)
     optimizers = tuple(check_choice("optimizers[i]", o, OPTIMIZERS) for o in optimizers)
+    history, horizon = _common_horizon(history, (linear, softmax))
     final, notes = _final(history, quantity, frac, lrs, runs)
+    notes = horizon + notes
     parts, untested, data = [], [], []
     for s in (linear, softmax):
         notes += _diverged_note(final[final["setting"] == s], s)

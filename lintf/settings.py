@@ -81,7 +81,7 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     _setting("sphere", "Spherical covariates, n=20", covariates="sphere", lrs={"sgdm": 5.0, "adam": 0.1},
              authors_clip=0.1),
     _setting("gamma", "Heavy-tailed (gamma) covariates, n=20", covariates="gamma",
-             lrs={"sgdm": 0.02, "adam": 0.02}),
+             lrs={"sgdm": 0.02, "adam": 0.02}, record_smoothness=True),   # = Setting 3: shares its runs
     *[_setting(f"depth{L}", f"Setting 1 with L={L} layers", L=L, lrs={"sgdm": s, "adam": a})
       for L, s, a in [(2, 0.1, 0.1), (4, 0.05, 0.05), (6, 0.05, 0.05), (8, 0.05, 0.02)]],
     _setting("softmax", "Setting 1 with softmax attention", lrs={"sgdm": 0.02, "adam": 0.02},

@@ -358,3 +358,14 @@ def test_bad_arguments_name_the_parameter():
         C.claim3(make_conditioning({"s": 2.0}), method="svd")
     with pytest.raises(ValueError, match="side"):
         C.verdict((0, 1), side="up")
+
+
+def test_cross_setting_claims_compare_at_the_common_horizon():
+    """A setting trained longer must not win claim 7 or 8 by its horizon alone."""
+    long = make_history({("setting1", "sgdm"): 0.1, ("setting1", "adam"): 0.05})
+    short = make_history({("softmax", "sgdm"): 0.1, ("softmax", "adam"): 0.05})
+    T = int(short.step.max())
+    # the linear runs go on past the softmax horizon and reach a far lower loss there
+    later = long[long.step == long.step.max()].assign(step=T + 1000, value=1e-6)
+    v = C.claim8(pd.concat([long, later, short]), **FAST)
+    assert v.verdict != "holds" and f"iteration {T}" in v.evidence
