@@ -170,6 +170,7 @@ def test_failing_chapter_fails_the_build(tmp_path, book_build_command):
     book.mkdir()
     shutil.copy(ROOT / "_config.yml", book / "_config.yml")
     shutil.copytree(BOOK / "_static", book / "_static")
+    shutil.copytree(BOOK / "_ext", book / "_ext")
     (book / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: broken\n")
     shutil.copy(BOOK / "intro.ipynb", book / "intro.ipynb")
     broken = nbformat.v4.new_notebook()
