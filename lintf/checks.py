@@ -60,3 +60,14 @@ def check_lrs(name: str, lrs) -> tuple[float, ...]:
     if not out:
         raise ValueError(f"{name} must be a non-empty sequence of finite numbers > 0, got an empty one")
     return out
+
+
+def check_frame(name: str, frame, columns: Iterable[str]):
+    """Return ``frame`` if it is a pandas DataFrame holding ``columns``."""
+    import pandas as pd
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"{name} must be a pandas DataFrame, got {type(frame).__name__}")
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{name} lacks column(s) {missing}; it has {list(frame.columns)}")
+    return frame

@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from .checks import check_choice, check_int
+from .checks import check_choice, check_frame, check_int
 
 CLAIMS: dict[int, str] = {
     1: "Adam reaches a lower loss than SGDM in every setting (Fig 2).",
@@ -67,13 +67,7 @@ _RUN = ["setting", "optimizer", "lr", "seed"]
 
 
 # -- argument checks -----------------------------------------------------------------
-def _check_frame(name: str, frame, columns: Iterable[str]) -> pd.DataFrame:
-    if not isinstance(frame, pd.DataFrame):
-        raise TypeError(f"{name} must be a pandas DataFrame, got {type(frame).__name__}")
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{name} lacks column(s) {missing}; it has {list(frame.columns)}")
-    return frame
+_check_frame = check_frame
 
 
 def _check_level(level) -> float:

@@ -25,7 +25,7 @@ from matplotlib.ticker import LogFormatterSciNotation
 from matplotlib.transforms import blended_transform_factory
 from scipy import stats
 
-from .checks import check_choice, check_int
+from .checks import check_choice, check_frame, check_int
 
 PALETTE = {"sgdm": "#0173B2", "adam": "#DE8F05"}
 """Optimizer colours (seaborn ``colorblind`` blue and orange), for every figure."""
@@ -96,13 +96,7 @@ def _log(ax: Axes, axis: str = "y") -> None:
     target.set_minor_formatter(_LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
 
 
-def _check_frame(name: str, frame, columns) -> pd.DataFrame:
-    if not isinstance(frame, pd.DataFrame):
-        raise TypeError(f"{name} must be a pandas DataFrame, got {type(frame).__name__}")
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{name} lacks column(s) {missing}; it has {list(frame.columns)}")
-    return frame
+_check_frame = check_frame
 
 
 def _ax(ax, figsize=None) -> Axes:

@@ -307,6 +307,11 @@ RACER = """
     got = ResultStore(root).cached("race", {"seed": 0}, compute)
     got.frames["loss"].to_pickle(work / f"frames{i}.pkl")
     (work / f"cached{i}").write_text(str(got.from_cache))
+    # skip interpreter teardown: torch and pyarrow worker threads occasionally abort it
+    # ("terminate called without an active exception", seen once in ~20 runs), which is not
+    # what this test is about
+    import os
+    os._exit(0)
 """
 
 
