@@ -49,13 +49,7 @@ def _check(model: Model, params: dict, A0, z0, y, n, name="params") -> tuple:
     if not supports(model):
         raise ValueError("lintf.fast computes attention='linear', qk='joint', frontend='none' only; "
                          f"got attention={model.attention!r}, qk={model.qk!r}, frontend={model.frontend!r}")
-    shapes = model.param_shapes()
-    if not isinstance(params, dict) or set(params) != set(shapes):
-        raise ValueError(f"{name} must be a dict with keys {sorted(shapes)}, got "
-                         f"{sorted(params) if isinstance(params, dict) else type(params).__name__}")
-    for k, shape in shapes.items():
-        if not isinstance(params[k], torch.Tensor) or tuple(params[k].shape[-len(shape):]) != shape:
-            raise ValueError(f"{name}[{k!r}] must have shape (..., {', '.join(map(str, shape))})")
+    model.check_params(params, name)
     check_int("n", n)
     D = model.d + 1
     y = A0.new_zeros(A0.shape[-1]) if y is None and isinstance(A0, torch.Tensor) else y
