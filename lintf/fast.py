@@ -30,6 +30,9 @@ is one matrix product over all of them.
 """
 from __future__ import annotations
 
+import dataclasses
+import warnings
+
 import torch
 
 from .checks import check_int
@@ -333,41 +336,70 @@ def curvature(model: Model, params: dict, direction: dict, A0, z0, y, n: int, *,
     return 2 * (h1.square() + (h0 + y) * h2).mean(-1)
 
 
-def hessian(model: Model, params: dict, A0, z0, y, n: int, *, chunk: int = 54) -> torch.Tensor:
+def _layer_positions(model: Model) -> list[torch.Tensor]:
+    """Positions in the flat vector (:meth:`Model.flatten` order) of each layer's entries."""
+    ids = model.unflatten(torch.arange(model.num_params))
+    return [torch.cat([ids[k][l].reshape(-1) for k in ids]) for l in range(model.L)]
+
+
+def hessian(model: Model, params: dict, A0, z0, y, n: int, *, chunk: int | None = None) -> torch.Tensor:
     """Exact Hessian of the loss over the flat parameter vector (:meth:`Model.flatten` order).
 
-    Forward-mode differentiation (``torch.autograd.forward_ad``) of the hand-written
-    gradient :func:`loss_and_grad`: ``chunk`` basis vectors at a time ride a leading axis as
-    tangents, each giving a row ``H e_i``. Runs are done one after another.
+    Layer ``l``'s parameters act from ``A_l, z_l`` on, so the Hessian's rows for them, in the
+    columns of layers ``l..L-1``, are the Hessian of the same loss computed by those layers
+    alone, started from ``A_l, z_l``; the blocks below the diagonal follow by symmetry.
+    Each block row is forward-mode differentiation (``torch.func.jvp``) of the hand-written
+    gradient :func:`loss_and_grad` of the truncated model along the basis vectors of layer
+    ``l``, batched with ``torch.func.vmap`` (``chunk`` at a time, ``None``: all at once), so
+    the primal pass is computed once per block, not once per basis vector. Compared with
+    ``p`` Hessian-vector products through all ``L`` layers this does about half the work
+    at ``L=3``. Runs are done one after another.
 
     params : tensors with run dimensions ``...``; A0, z0, y, n : as :func:`loss_and_grad`
     (their run dimensions broadcast against those of ``params``). Use float64 for small
     eigenvalues. Returns ``(..., p, p)``, ``p = model.num_params``.
     """
-    import warnings
-
-    import torch.autograd.forward_ad as fwAD
+    from torch.func import jvp, vmap
 
     _check(model, params, A0, z0, y, n)
-    check_int("chunk", chunk)
+    if chunk is not None:
+        check_int("chunk", chunk)
     theta = model.flatten(params)
-    p = theta.shape[-1]
+    p, L, device = theta.shape[-1], model.L, theta.device
     lead = torch.broadcast_shapes(theta.shape[:-1], A0.shape[:-3])
     theta = theta.expand(*lead, p).reshape(-1, p)
     A0, z0 = A0.expand(*lead, *A0.shape[-3:]).reshape(-1, *A0.shape[-3:]), z0.expand(*lead, *z0.shape[-2:])
     z0, y = z0.reshape(-1, *z0.shape[-2:]), y.expand(*lead, y.shape[-1]).reshape(-1, y.shape[-1])
-    basis = torch.eye(p, dtype=theta.dtype, device=theta.device)
+    layer_pos = [pos.to(device) for pos in _layer_positions(model)]
+    position = model.unflatten(torch.arange(p, device=device))         # flat position of every entry
+    # H[i, j] is computed where layer(i) <= layer(j); the rest is its transpose
+    upper = torch.zeros(p, p, dtype=torch.bool, device=device)
+    for l in range(L):
+        upper[layer_pos[l].unsqueeze(-1), torch.cat(layer_pos[l:]).unsqueeze(0)] = True
     H = []
     for r in range(theta.shape[0]):
-        rows = []
-        for start in range(0, p, chunk):
-            E = basis[start:start + chunk]                             # (k, p) tangents
-            with fwAD.dual_level(), warnings.catch_warnings():
-                # the first dual tensor loads torch's own decompositions through the
-                # deprecated torch.jit.script: torch's warning, not ours
+        run = model.unflatten(theta[r])
+        P, Q = model.to_PQ(run)
+        _, (layers, A_last, z_last, *_) = _forward(P, Q / n, A0[r], z0[r])
+        states = [layer[:2] for layer in layers] + [(A_last, z_last)]
+        Hr = theta.new_zeros(p, p)
+        for l in range(L):
+            sub = dataclasses.replace(model, L=L - l)                 # layers l..L-1
+            sub_theta = sub.flatten({k: v[l:] for k, v in run.items()})
+            columns = sub.flatten({k: v[l:] for k, v in position.items()})
+            first = _layer_positions(sub)[0].to(device)               # layer l within the truncated model
+            A, z = states[l]
+
+            def grad(t, sub=sub, A=A, z=z, yr=y[r]):
+                return sub.flatten(loss_and_grad(sub, sub.unflatten(t), A, z, yr, n)[1])
+
+            basis = theta.new_zeros(first.numel(), sub_theta.numel())
+            basis[torch.arange(first.numel(), device=device), first] = 1
+            with warnings.catch_warnings():
+                # forward mode loads torch's own decompositions through the deprecated
+                # torch.jit.script: torch's warning, not ours
                 warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=DeprecationWarning)
-                dual = fwAD.make_dual(theta[r].expand_as(E).contiguous(), E)
-                _, grads = loss_and_grad(model, model.unflatten(dual), A0[r], z0[r], y[r], n)
-                rows.append(fwAD.unpack_dual(model.flatten(grads)).tangent)
-        H.append(torch.cat(rows))
+                rows = vmap(lambda e: jvp(grad, (sub_theta,), (e,))[1], chunk_size=chunk)(basis)
+            Hr[columns[first].unsqueeze(-1), columns.unsqueeze(0)] = rows
+        H.append(torch.where(upper, Hr, Hr.transpose(0, 1)))
     return torch.stack(H).reshape(*lead, p, p)
