@@ -31,7 +31,7 @@ import time
 
 import torch
 
-from lintf import engine, fast, measure
+from lintf import engine, measure, settings
 from lintf.data import Prompts
 from lintf.model import Model
 
@@ -115,18 +115,21 @@ def matmul_gflops(size=2048):
     return 2 * size ** 3 / seconds / 1e9, 0.0
 
 
-def hessian_seconds(hand=False):
-    """Exact float64 Hessian of one run at one checkpoint on the B=1000 evaluation batch, by
-    :func:`lintf.measure.hessian` (autograd) or :func:`lintf.fast.hessian` (``hand``)."""
-    params = {k: v.double() for k, v in engine.initial_params(MODEL, [0]).items()}
+def hessian_seconds(model, how="measure"):
+    """Exact float64 Hessian of one run of ``model`` at one checkpoint on the B=1000 evaluation
+    batch, on torch's default threads: by :func:`lintf.measure.hessian` (``how="measure"``,
+    the book's path: forward mode over the hand-written gradient, layer by layer) or by the
+    autograd reference it is tested against (``how="autograd"``: double backward through
+    :func:`lintf.model.loss`, 16 basis vectors at a time). Returns seconds (wall, CPU)."""
+    params = {k: v[0].double() for k, v in engine.initial_params(model, [0]).items()}
     Z, y = engine.eval_batch(PROMPTS, B, dtype=torch.float64)
-    with engine.cpu_threads(engine.CPU_THREADS):
-        wall, cpu = time.perf_counter(), time.process_time()
-        if hand:
-            fast.hessian(MODEL, params, *fast.summarize(Z), y, PROMPTS.n)
-        else:
-            measure.hessian(MODEL, params, Z, y)
-        return time.perf_counter() - wall, time.process_time() - cpu
+    wall, cpu = time.perf_counter(), time.process_time()
+    if how == "measure":
+        measure.hessian(model, params, Z, y)
+    else:
+        with torch.enable_grad():
+            measure._hessian_one_run(model, model.flatten(params), Z, y, 16)
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def profile_engine(R, steps):
@@ -201,9 +204,11 @@ def main(argv=None):
             samples[name] = [sequential(AuthorsTransformer, seq_steps) for _ in range(repeats)]
             iters[name] = seq_steps
             torch.set_num_threads(default)
-    hess = [hessian_seconds() for _ in range(1 if quick else 2)]
-    hess_hand = [hessian_seconds(hand=True) for _ in range(1 if quick else 2)]
-
+    book_model = settings.get_setting("setting1").model                # the book's base model
+    hess_models = {f"book's base model ({book_model.parametrization}, {book_model.num_params} parameters)": book_model,
+                   f"full parametrization ({MODEL.num_params} parameters)": MODEL}
+    hess = {(name, how): [hessian_seconds(m, how) for _ in range(1 if quick or how == "autograd" else 3)]
+            for name, m in hess_models.items() for how in ("measure", "autograd")}
     def per_iter(name, k):
         return statistics.median(s[k] for s in samples[name]) / iters[name] * 1e3
 
@@ -221,11 +226,14 @@ def main(argv=None):
     print(f"load average at end {os.getloadavg()}")
     if args.profile:
         profile_engine(12, steps_for.get(12, 30))
-    print(f"lintf.fast.hessian: {statistics.median(h[0] for h in hess_hand):.2f} s "
-          f"(CPU {statistics.median(h[1] for h in hess_hand):.2f} s), forward mode over the hand-written gradient")
-    print(f"hessian_seconds: {statistics.median(h[0] for h in hess):.2f}  "
-          f"(lintf.measure.hessian: one run's {MODEL.num_params}x{MODEL.num_params} float64 Hessian at one "
-          f"checkpoint, B={B}, CPU {statistics.median(h[1] for h in hess):.2f} s)")
+    print(f"\nexact float64 Hessian, one run at one checkpoint, B={B}, {torch.get_num_threads()} threads "
+          f"(wall s, CPU s in brackets):")
+    for name in hess_models:
+        fast_s, ref_s = ([statistics.median(h[i] for h in hess[name, how]) for i in (0, 1)] for how in ("measure", "autograd"))
+        print(f"  {name:44s} lintf.measure.hessian {fast_s[0]:6.2f} ({fast_s[1]:.2f})   autograd reference "
+              f"{ref_s[0]:6.2f} ({ref_s[1]:.2f})   {ref_s[0] / fast_s[0]:5.1f}x")
+    first = next(iter(hess_models))
+    print(f"hessian_seconds: {statistics.median(h[0] for h in hess[first, 'measure']):.2f}  ({first})")
     best = min((per_iter(f"engine R={R}", 0), R) for R in run_counts)
     print(f"best engine run count: R={best[1]}")
     print(f"speedup_vs_sequential: {ref / best[0]:.2f}")

@@ -30,6 +30,7 @@ is one matrix product over all of them.
 """
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import warnings
 
@@ -74,6 +75,18 @@ def _check(model: Model, params: dict, A0, z0, y, n, name="params") -> tuple:
 
 
 # -- per-prompt algebra in the batch-last layout ------------------------------------------
+_IN_PLACE = contextvars.ContextVar("lintf_fast_in_place", default=True)
+"""Whether per-prompt products accumulate in place. In place is faster on plain tensors
+(R=6 engine step: 1.05 vs 1.23 ms per run-iteration); under ``torch.func``'s forward mode
+every in-place update costs an extra copy, so :func:`hessian` accumulates out of place
+(0.42 vs 0.50 s for the base model's Hessian)."""
+
+
+def _acc(out, x, y):
+    """``out + x * y``, in place where :data:`_IN_PLACE` says so."""
+    return out.addcmul_(x, y) if _IN_PLACE.get() else torch.addcmul(out, x, y)
+
+
 def _pp(X, Y, out=None):
     """Per-prompt ``X_b @ Y_b`` (plus ``out``): ``(..., D, K, B) x (..., K, E, B) -> (..., D, E, B)``.
 
@@ -81,12 +94,9 @@ def _pp(X, Y, out=None):
     numbers, which a CPU vectorises, instead of ``B`` tiny matrix products.
     """
     xs, ys = X.split(1, dim=-2), Y.split(1, dim=-3)                    # columns of X, rows of Y
-    if out is None:
-        out = xs[0] * ys[0]
-    else:
-        out.addcmul_(xs[0], ys[0])
+    out = xs[0] * ys[0] if out is None else _acc(out, xs[0], ys[0])
     for x, y in zip(xs[1:], ys[1:]):
-        out.addcmul_(x, y)
+        out = _acc(out, x, y)
     return out
 
 
@@ -95,7 +105,7 @@ def _pv(X, v):
     xs, vs = X.unbind(-2), v.split(1, dim=-2)
     out = xs[0] * vs[0]
     for x, u in zip(xs[1:], vs[1:]):
-        out.addcmul_(x, u)
+        out = _acc(out, x, u)
     return out
 
 
@@ -135,7 +145,7 @@ def _outer(u, v, out=None):
     """Per-prompt ``u_b v_b^T`` (plus ``out``): ``(..., D, B) x (..., E, B) -> (..., D, E, B)``."""
     if out is None:
         return u.unsqueeze(-2) * v.unsqueeze(-3)
-    return out.addcmul_(u.unsqueeze(-2), v.unsqueeze(-3))
+    return _acc(out, u.unsqueeze(-2), v.unsqueeze(-3))
 
 
 def _sym(X):
@@ -359,8 +369,6 @@ def hessian(model: Model, params: dict, A0, z0, y, n: int, *, chunk: int | None 
     (their run dimensions broadcast against those of ``params``). Use float64 for small
     eigenvalues. Returns ``(..., p, p)``, ``p = model.num_params``.
     """
-    from torch.func import jvp, vmap
-
     _check(model, params, A0, z0, y, n)
     if chunk is not None:
         check_int("chunk", chunk)
@@ -377,29 +385,42 @@ def hessian(model: Model, params: dict, A0, z0, y, n: int, *, chunk: int | None 
     for l in range(L):
         upper[layer_pos[l].unsqueeze(-1), torch.cat(layer_pos[l:]).unsqueeze(0)] = True
     H = []
-    for r in range(theta.shape[0]):
-        run = model.unflatten(theta[r])
-        P, Q = model.to_PQ(run)
-        _, (layers, A_last, z_last, *_) = _forward(P, Q / n, A0[r], z0[r])
-        states = [layer[:2] for layer in layers] + [(A_last, z_last)]
-        Hr = theta.new_zeros(p, p)
-        for l in range(L):
-            sub = dataclasses.replace(model, L=L - l)                 # layers l..L-1
-            sub_theta = sub.flatten({k: v[l:] for k, v in run.items()})
-            columns = sub.flatten({k: v[l:] for k, v in position.items()})
-            first = _layer_positions(sub)[0].to(device)               # layer l within the truncated model
-            A, z = states[l]
-
-            def grad(t, sub=sub, A=A, z=z, yr=y[r]):
-                return sub.flatten(loss_and_grad(sub, sub.unflatten(t), A, z, yr, n)[1])
-
-            basis = theta.new_zeros(first.numel(), sub_theta.numel())
-            basis[torch.arange(first.numel(), device=device), first] = 1
-            with warnings.catch_warnings():
-                # forward mode loads torch's own decompositions through the deprecated
-                # torch.jit.script: torch's warning, not ours
-                warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=DeprecationWarning)
-                rows = vmap(lambda e: jvp(grad, (sub_theta,), (e,))[1], chunk_size=chunk)(basis)
-            Hr[columns[first].unsqueeze(-1), columns.unsqueeze(0)] = rows
-        H.append(torch.where(upper, Hr, Hr.transpose(0, 1)))
+    in_place = _IN_PLACE.set(False)
+    try:
+        for r in range(theta.shape[0]):
+            H.append(_hessian_one_run(model, model.unflatten(theta[r]), A0[r], z0[r], y[r], n, chunk, upper, position))
+    finally:
+        _IN_PLACE.reset(in_place)
     return torch.stack(H).reshape(*lead, p, p)
+
+
+def _hessian_one_run(model, run, A0, z0, y, n, chunk, upper, position):
+    """:func:`hessian` of one run: ``run`` a params dict without run dimensions, ``upper``
+    the ``(p, p)`` mask of entries computed directly, ``position`` the flat position of
+    every parameter entry (a params-shaped dict of indices)."""
+    from torch.func import jvp, vmap
+
+    p, L, device = upper.shape[0], model.L, A0.device
+    P, Q = model.to_PQ(run)
+    _, (layers, A_last, z_last, *_) = _forward(P, Q / n, A0, z0)
+    states = [layer[:2] for layer in layers] + [(A_last, z_last)]
+    H = A0.new_zeros(p, p)
+    for l in range(L):
+        sub = dataclasses.replace(model, L=L - l)                     # layers l..L-1
+        sub_theta = sub.flatten({k: v[l:] for k, v in run.items()})
+        columns = sub.flatten({k: v[l:] for k, v in position.items()})
+        first = _layer_positions(sub)[0].to(device)                   # layer l within the truncated model
+        A, z = states[l]
+
+        def grad(t, sub=sub, A=A, z=z):
+            return sub.flatten(loss_and_grad(sub, sub.unflatten(t), A, z, y, n)[1])
+
+        basis = A0.new_zeros(first.numel(), sub_theta.numel())
+        basis[torch.arange(first.numel(), device=device), first] = 1
+        with warnings.catch_warnings():
+            # forward mode loads torch's own decompositions through the deprecated
+            # torch.jit.script: torch's warning, not ours
+            warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=DeprecationWarning)
+            rows = vmap(lambda e: jvp(grad, (sub_theta,), (e,))[1], chunk_size=chunk)(basis)
+        H[columns[first].unsqueeze(-1), columns.unsqueeze(0)] = rows
+    return torch.where(upper, H, H.transpose(0, 1))
