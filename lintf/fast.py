@@ -36,7 +36,7 @@ import warnings
 
 import torch
 
-from .checks import check_int
+from .checks import broadcast_shapes, check_int
 from .model import Model
 
 
@@ -67,7 +67,7 @@ def _check(model: Model, params: dict, A0, z0, y, n, name="params") -> tuple:
                          f"{tuple(y.shape)}")
     P, Q = model.to_PQ(params)
     try:
-        torch.broadcast_shapes(P.shape[:-3], A0.shape[:-3], z0.shape[:-2], y.shape[:-1])
+        broadcast_shapes(P.shape[:-3], A0.shape[:-3], z0.shape[:-2], y.shape[:-1])
     except RuntimeError:
         raise ValueError(f"run dimensions of params {tuple(P.shape[:-3])}, A0 {tuple(A0.shape[:-3])}, "
                          f"z0 {tuple(z0.shape[:-2])} and y {tuple(y.shape[:-1])} do not broadcast") from None
@@ -243,7 +243,7 @@ def loss_and_grad(model: Model, params: dict, A0, z0, y, n: int, *, keep_forward
     loss = err.square().mean(-1)
     c = (2.0 / B) * err                                                # d loss / d h
 
-    lead = torch.broadcast_shapes(P.shape[:-3], A0.shape[:-3])
+    lead = broadcast_shapes(P.shape[:-3], A0.shape[:-3])
     gP = P.new_zeros(*lead, *P.shape[-3:])
     gQn = Q.new_zeros(*lead, *Q.shape[-3:])                            # gradient in Q/n
     # last layer (F5): h = e^T z + p^T A (Q/n) z = e^T z + r.s
@@ -374,7 +374,7 @@ def hessian(model: Model, params: dict, A0, z0, y, n: int, *, chunk: int | None 
         check_int("chunk", chunk)
     theta = model.flatten(params)
     p, L, device = theta.shape[-1], model.L, theta.device
-    lead = torch.broadcast_shapes(theta.shape[:-1], A0.shape[:-3])
+    lead = broadcast_shapes(theta.shape[:-1], A0.shape[:-3])
     theta = theta.expand(*lead, p).reshape(-1, p)
     A0, z0 = A0.expand(*lead, *A0.shape[-3:]).reshape(-1, *A0.shape[-3:]), z0.expand(*lead, *z0.shape[-2:])
     z0, y = z0.reshape(-1, *z0.shape[-2:]), y.expand(*lead, y.shape[-1]).reshape(-1, y.shape[-1])

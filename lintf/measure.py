@@ -28,7 +28,7 @@ import scipy.stats
 import torch
 
 from . import fast
-from .checks import check_choice, check_int
+from .checks import broadcast_shapes, check_choice, check_int
 from .model import Model
 
 CONDITION_METHODS = ("eig", "diag")
@@ -53,7 +53,7 @@ def _batch_run_dims(model, Z, y, lead) -> tuple[int, ...]:
     if tuple(y.shape) != tuple(Z.shape[:-2]):
         raise ValueError(f"y must have shape {tuple(Z.shape[:-2])} (the batch of Z), got {tuple(y.shape)}")
     try:
-        return tuple(torch.broadcast_shapes(lead, Z.shape[:-3]))
+        return tuple(broadcast_shapes(lead, Z.shape[:-3]))
     except RuntimeError:
         raise ValueError(f"leading run dims of Z {tuple(Z.shape[:-3])} do not broadcast against "
                          f"those of params {lead}") from None

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .checks import check_choice, check_int, check_positive
+from .checks import broadcast_shapes, check_choice, check_int, check_positive
 
 ATTENTIONS = ("linear", "softmax")
 QK = ("joint", "separate")
@@ -42,7 +42,7 @@ def _check_shapes(P, Q, Z):
     if Z.shape[-1] < 2:
         raise ValueError(f"Z must hold n >= 1 context columns and a query, got {tuple(Z.shape)}")
     try:
-        torch.broadcast_shapes(P.shape[:-3], Z.shape[:-3])
+        broadcast_shapes(P.shape[:-3], Z.shape[:-3])
     except RuntimeError:
         raise ValueError(f"leading run dimensions of P {tuple(P.shape[:-3])} and Z "
                          f"{tuple(Z.shape[:-3])} do not broadcast") from None

@@ -158,3 +158,19 @@ def test_mlp_frontend_with_run_dims_and_shared_batch():
     assert batched.shape == (2, 4)
     for r in range(2):
         assert torch.allclose(batched[r], m.predict({k: v[r] for k, v in params.items()}, Z))
+
+
+def test_broadcast_shapes_matches_torch():
+    """The plain-Python broadcast of the hot paths agrees with torch's, errors included."""
+    from lintf.checks import broadcast_shapes
+    g = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        shapes = [tuple(int(v) for v in torch.randint(0, 4, (int(torch.randint(0, 4, (1,), generator=g)),), generator=g))
+                  for _ in range(int(torch.randint(1, 4, (1,), generator=g)))]
+        try:
+            expected = tuple(torch.broadcast_shapes(*shapes))
+        except RuntimeError:
+            with pytest.raises(RuntimeError):
+                broadcast_shapes(*shapes)
+            continue
+        assert broadcast_shapes(*shapes) == expected, shapes
