@@ -193,3 +193,11 @@ def test_failing_chapter_fails_the_build(tmp_path, book_build_command):
     assert "deliberately broken chapter" in log
     assert (book / "_build" / "html" / "reports" / "broken.err.log").is_file()
     assert "intro.ipynb: Executed notebook" in log
+
+
+def test_scorecard_is_executed_last(built_site):
+    """The scorecard only reads what the other chapters stored, so the build runs it last
+    (book/_ext/lintf_book.py reorders Sphinx's alphabetical reading)."""
+    from conftest import _BUILD_REPORT
+    order = [name for name, _ in _BUILD_REPORT["chapters"]]
+    assert order[-1] == "scorecard" and sorted(order) == sorted(CHAPTERS), order
