@@ -130,12 +130,12 @@ def _label(opt: str, lr: float, n_lrs: int, suffix: str = "") -> str:
     return LABELS.get(opt, opt) + (f", lr {lr:g}" if n_lrs > 1 else "") + suffix
 
 
-def _note_diverged(ax: Axes, counts: list[tuple[str, int, int]]) -> None:
+def _note_diverged(ax: Axes, counts: list[tuple[str, int, int]], what: str = "diverged, not shown") -> None:
     """Write in the panel how many runs each curve leaves out, so that legends shared
     across panels stay identical."""
     parts = [f"{name} {k}/{n}" for name, k, n in counts if k]
     if parts:
-        ax.text(0.02, 0.02, "diverged, not shown: " + ", ".join(parts), transform=ax.transAxes,
+        ax.text(0.02, 0.02, f"{what}: " + ", ".join(parts), transform=ax.transAxes,
                 fontsize=7.5, color="0.35", va="bottom")
 
 
@@ -188,7 +188,9 @@ def loss_curves(history: pd.DataFrame, quantity: str = "eval_loss", setting: str
         every k steps) or ``"loss"`` (training minibatch, every step).
     band : ``"range"`` (min-max over seeds) or ``"none"``. rolling : optional window (steps
         of records) of a centred rolling mean of each seed's log loss, for noisy ``loss``.
-    Several learning rates of one optimizer get one line style each.
+    Several learning rates of one optimizer get one line style each. A diverged run is left
+    out of the mean and band; its finite records before it diverged are drawn faint, with a
+    cross at the last one (artists with gid ``"diverged"``).
     """
     _check_frame("history", history, _RUN + ["step", "quantity", "value"])
     check_choice("quantity", quantity, tuple(_YLABEL))
@@ -215,7 +217,13 @@ def loss_curves(history: pd.DataFrame, quantity: str = "eval_loss", setting: str
             _draw_band(ax, wide, PALETTE[opt], label, style_, band)
         else:
             ax.plot([], [], color=PALETTE[opt], linestyle=style_, label=label)
-    _note_diverged(ax, counts)
+        for seed in sorted(gone):                                    # until it diverged
+            before = runs[(runs["seed"] == seed) & np.isfinite(runs["value"]) & (runs["value"] > 0)]
+            before = before.sort_values("step")
+            if len(before):
+                ax.plot(before["step"], before["value"], color=PALETTE[opt], linestyle=style_, linewidth=0.8,
+                        alpha=0.5, marker="x", markevery=[len(before) - 1], gid="diverged")
+    _note_diverged(ax, counts, "diverged (faint, x: last finite value)")
     _log(ax, "y")
     ax.set_xlabel("iteration")
     ax.set_ylabel(_YLABEL[quantity] + "\n(squared error, log scale)")

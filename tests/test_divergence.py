@@ -209,7 +209,15 @@ def test_loss_curves_leave_diverged_runs_out(program, quantity):
         ax.figure.canvas.draw()
     assert np.isfinite(_drawn_values(ax)).all()
     notes = " ".join(t.get_text() for t in ax.texts)
-    assert "diverged, not shown" in notes and "lr 1000 3/3" in notes
+    assert "diverged (faint, x: last finite value)" in notes and "lr 1000 3/3" in notes
+    # the mean and band leave the diverged runs out; each is drawn faint up to its last finite record
+    h = program.history
+    bad = h[(h.quantity == quantity) & (h.lr == 1000)]
+    finite = bad[np.isfinite(bad.value)]
+    faint = [line for line in ax.lines if line.get_gid() == "diverged"]
+    assert len(faint) == finite.groupby(["optimizer", "seed"]).ngroups > 0
+    for line in faint:
+        assert np.asarray(line.get_xdata(), dtype=float).max() < bad.step.max()
 
 
 def test_lr_grid_plot_with_diverged_rates(program):

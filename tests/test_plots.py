@@ -86,10 +86,13 @@ def test_loss_curves_geometric_mean_matches_reference():
 def test_loss_curves_leaves_out_diverged_and_styles_lrs():
     h = history(diverge={("s1", "adam", 0)}, lrs={"sgdm": [0.02], "adam": [0.01, 0.1]})
     ax = P.loss_curves(h, quantity="loss", rolling=5, band="none")
-    labels = [ln.get_label() for ln in ax.get_lines()]
-    assert labels == ["SGDM", "Adam, lr 0.01", "Adam, lr 0.1"]
+    means = [ln for ln in ax.get_lines() if ln.get_gid() != "diverged"]
+    assert [ln.get_label() for ln in means] == ["SGDM", "Adam, lr 0.01", "Adam, lr 0.1"]
     assert len(ax.collections) == 0
-    assert ax.get_lines()[1].get_linestyle() != ax.get_lines()[2].get_linestyle()
+    assert means[1].get_linestyle() != means[2].get_linestyle()
+    faint = [ln for ln in ax.get_lines() if ln.get_gid() == "diverged"]       # the diverged seed at each Adam rate
+    assert len(faint) == 2 and all(ln.get_color() == P.PALETTE["adam"] for ln in faint)
+    assert [ln.get_linestyle() for ln in faint] == [ln.get_linestyle() for ln in means[1:]]
     assert any("diverged" in t.get_text() for t in ax.texts)
     assert "training" in ax.get_ylabel()
 
