@@ -59,15 +59,18 @@ def parameters(*, scale=None, device="auto", seeds=None, steps=None, settings=()
     return Parameters(scale=scale, device=str(device), seeds=seeds, steps=steps, settings=settings)
 
 
-def caption(figure: str, settings, p: Parameters, *, what: str = "", steps: int | None = None) -> str:
+def caption(figure: str, settings, p: Parameters, *, what: str = "", steps: int | None = None,
+            summary: str | None = "mean and band over seeds") -> str:
     """A figure caption naming the paper's figure, the settings, the scale, the seeds and
-    the parametrization (and what differs from the paper), as Markdown."""
+    the parametrization (and what differs from the paper), as Markdown. ``summary`` says
+    what the figure does with the seeds (None: nothing to say beyond ``what``)."""
     names = [settings] if isinstance(settings, str) else list(settings)
     objs = [get_setting(s) for s in names]
     params = sorted({s.model.parametrization for s in objs})
     seeds = p.seed_list
     horizon = f", {steps} iterations" if steps else ""
+    summary = f" ({summary})" if summary else ""
     notes = " ".join(sorted({s.note for s in objs if s.note}))
     return (f"**{figure}** {what} Settings: {', '.join(s.title for s in objs)}. Scale `{p.scale.name}`"
-            f"{horizon}, seeds {list(seeds)} (mean and band over seeds), parametrization "
+            f"{horizon}, seeds {list(seeds)}{summary}, parametrization "
             f"`{'/'.join(params)}`. {notes}").strip()

@@ -1,0 +1,18 @@
+"""Captions name the paper's figure, the settings, the scale, the seeds and the parametrization."""
+from lintf import chapter
+
+
+def test_caption_names_what_the_figure_shows():
+    p = chapter.parameters(scale="ci", device="cpu", seeds=[0, 2])
+    text = chapter.caption("Fig 9.", ("sphere", "gamma"), p, what="Loss.", steps=60)
+    for part in ("**Fig 9.**", "Loss.", "Spherical covariates", "gamma", "Scale `ci`, 60 iterations",
+                 "seeds [0, 2] (mean and band over seeds)", "parametrization `block`", "clipping at 0.1"):
+        assert part in text, (part, text)
+
+
+def test_caption_summary_can_say_otherwise_or_nothing():
+    p = chapter.parameters(scale="ci", device="cpu")
+    pooled = chapter.caption("Fig 3.", "setting1", p, summary="pooled over seeds")
+    assert "(pooled over seeds)" in pooled and "mean and band" not in pooled
+    plain = chapter.caption("Fig 16.", "setting1", p, summary=None)
+    assert "seeds [0, 1, 2], parametrization" in plain
