@@ -150,6 +150,11 @@ def test_chapter_page_has_figures_and_no_errors(built_site, chapter):
 
 
 @pytest.mark.slow
+def test_site_root_has_a_favicon(built_site):
+    """index.html (the redirect) has no icon link, so browsers ask for /favicon.ico."""
+    assert (built_site / "favicon.ico").read_bytes()[:4] == b"\x00\x00\x01\x00"
+
+
 def test_mathjax_is_served_from_the_site(built_site):
     assert (built_site / "_static" / "mathjax" / "tex-chtml.js").is_file()
     pages = sorted(built_site.glob("*.html"))
