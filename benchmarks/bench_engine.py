@@ -211,6 +211,7 @@ def main(argv=None):
                    f"full parametrization ({FULL.num_params} parameters)": FULL}
     hess = {(name, how): [hessian_seconds(m, how) for _ in range(1 if quick or how == "autograd" else 3)]
             for name, m in hess_models.items() for how in ("measure", "autograd")}
+
     def per_iter(name, k):
         return statistics.median(s[k] for s in samples[name]) / iters[name] * 1e3
 

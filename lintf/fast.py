@@ -346,10 +346,10 @@ def curvature(model: Model, params: dict, direction: dict, A0, z0, y, n: int, *,
     return 2 * (h1.square() + (h0 + y) * h2).mean(-1)
 
 
-def _layer_positions(model: Model) -> list[torch.Tensor]:
-    """Positions in the flat vector (:meth:`Model.flatten` order) of each layer's entries."""
-    ids = model.unflatten(torch.arange(model.num_params))
-    return [torch.cat([ids[k][l].reshape(-1) for k in ids]) for l in range(model.L)]
+def _layer_entries(position: dict, l: int) -> torch.Tensor:
+    """Flat positions of layer ``l``'s entries, from ``position`` (a params-shaped dict holding
+    each entry's position in :meth:`Model.flatten` order)."""
+    return torch.cat([index[l].reshape(-1) for index in position.values()])
 
 
 def hessian(model: Model, params: dict, A0, z0, y, n: int, *, chunk: int | None = None) -> torch.Tensor:
@@ -378,49 +378,52 @@ def hessian(model: Model, params: dict, A0, z0, y, n: int, *, chunk: int | None 
     theta = theta.expand(*lead, p).reshape(-1, p)
     A0, z0 = A0.expand(*lead, *A0.shape[-3:]).reshape(-1, *A0.shape[-3:]), z0.expand(*lead, *z0.shape[-2:])
     z0, y = z0.reshape(-1, *z0.shape[-2:]), y.expand(*lead, y.shape[-1]).reshape(-1, y.shape[-1])
-    layer_pos = [pos.to(device) for pos in _layer_positions(model)]
     position = model.unflatten(torch.arange(p, device=device))         # flat position of every entry
+    # block row l: the model truncated to layers l..L-1, where its entries sit in ours
+    # (columns), and the basis vectors of its first layer (layer l); the same for every run
+    blocks = []
+    for l in range(L):
+        sub = dataclasses.replace(model, L=L - l)
+        columns = sub.flatten({k: v[l:] for k, v in position.items()})
+        first = _layer_entries(sub.unflatten(torch.arange(sub.num_params, device=device)), 0)
+        basis = theta.new_zeros(first.numel(), sub.num_params)
+        basis[torch.arange(first.numel(), device=device), first] = 1
+        blocks.append((sub, columns[first], columns, basis))
     # H[i, j] is computed where layer(i) <= layer(j); the rest is its transpose
     upper = torch.zeros(p, p, dtype=torch.bool, device=device)
-    for l in range(L):
-        upper[layer_pos[l].unsqueeze(-1), torch.cat(layer_pos[l:]).unsqueeze(0)] = True
+    for _, rows_at, columns, _ in blocks:
+        upper[rows_at.unsqueeze(-1), columns.unsqueeze(0)] = True
     H = []
     in_place = _IN_PLACE.set(False)
     try:
         for r in range(theta.shape[0]):
-            H.append(_hessian_one_run(model, model.unflatten(theta[r]), A0[r], z0[r], y[r], n, chunk, upper, position))
+            H.append(_hessian_one_run(model, model.unflatten(theta[r]), A0[r], z0[r], y[r], n, chunk, blocks, upper))
     finally:
         _IN_PLACE.reset(in_place)
     return torch.stack(H).reshape(*lead, p, p)
 
 
-def _hessian_one_run(model, run, A0, z0, y, n, chunk, upper, position):
-    """:func:`hessian` of one run: ``run`` a params dict without run dimensions, ``upper``
-    the ``(p, p)`` mask of entries computed directly, ``position`` the flat position of
-    every parameter entry (a params-shaped dict of indices)."""
+def _hessian_one_run(model, run, A0, z0, y, n, chunk, blocks, upper):
+    """:func:`hessian` of one run: ``run`` a params dict without run dimensions; ``blocks``
+    per layer ``l``: the truncated model, the flat positions of its rows and of its columns,
+    and its basis vectors; ``upper`` the ``(p, p)`` mask of the entries the blocks compute."""
     from torch.func import jvp, vmap
 
-    p, L, device = upper.shape[0], model.L, A0.device
     P, Q = model.to_PQ(run)
     _, (layers, A_last, z_last, *_) = _forward(P, Q / n, A0, z0)
     states = [layer[:2] for layer in layers] + [(A_last, z_last)]
-    H = A0.new_zeros(p, p)
-    for l in range(L):
-        sub = dataclasses.replace(model, L=L - l)                     # layers l..L-1
+    H = A0.new_zeros(upper.shape)
+    for l, (sub, rows_at, columns, basis) in enumerate(blocks):
         sub_theta = sub.flatten({k: v[l:] for k, v in run.items()})
-        columns = sub.flatten({k: v[l:] for k, v in position.items()})
-        first = _layer_positions(sub)[0].to(device)                   # layer l within the truncated model
         A, z = states[l]
 
         def grad(t, sub=sub, A=A, z=z):
             return sub.flatten(loss_and_grad(sub, sub.unflatten(t), A, z, y, n)[1])
 
-        basis = A0.new_zeros(first.numel(), sub_theta.numel())
-        basis[torch.arange(first.numel(), device=device), first] = 1
         with warnings.catch_warnings():
             # forward mode loads torch's own decompositions through the deprecated
             # torch.jit.script: torch's warning, not ours
             warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=DeprecationWarning)
             rows = vmap(lambda e: jvp(grad, (sub_theta,), (e,))[1], chunk_size=chunk)(basis)
-        H[columns[first].unsqueeze(-1), columns.unsqueeze(0)] = rows
+        H[rows_at.unsqueeze(-1), columns.unsqueeze(0)] = rows
     return torch.where(upper, H, H.transpose(0, 1))
