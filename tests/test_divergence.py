@@ -150,7 +150,8 @@ def test_claim_means_leave_diverged_runs_out(program):
 
     gaps = [log_final("sgdm", s) - log_final("adam", s) for s in SEEDS]
     assert given.statistic == pytest.approx(sum(gaps) / len(gaps), rel=1e-9)
-    assert np.isfinite(given.interval).all()
+    # 3 seeds cannot decide at 5% by the sign-flip rule: the bounds are infinite
+    assert given.interval == (-math.inf, math.inf) and given.verdict == "inconclusive"
 
 
 def test_a_seed_that_diverges_at_the_chosen_rate_is_left_out_of_the_mean(program):
