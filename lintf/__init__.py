@@ -10,7 +10,7 @@ One concept per module, data flowing one way (settings -> runs -> results -> fig
 - :mod:`lintf.store`, :mod:`lintf.experiments`: cached, tidy results of every experiment.
 - :mod:`lintf.claims`, :mod:`lintf.plots`, :mod:`lintf.chapter`: verdicts, figures, chapters.
 """
-from .data import COVARIATES, Prompts, sample_covariates, sample_prompts
+from .data import COVARIATES, Prompts, authors_prompts, sample_covariates, sample_prompts
 from .engine import TrainResult, train
 from .model import ATTENTIONS, Model, from_authors_block, loss, predict
 from .optim import OPTIMIZERS, OptimConfig
@@ -19,5 +19,5 @@ from .settings import SCALES, SETTINGS, get_scale, get_setting
 __version__ = "0.1.0"
 
 __all__ = ["COVARIATES", "ATTENTIONS", "OPTIMIZERS", "SCALES", "SETTINGS", "Model", "OptimConfig", "Prompts",
-           "TrainResult", "from_authors_block", "get_scale", "get_setting", "loss", "predict", "sample_covariates",
-           "sample_prompts", "train"]
+           "TrainResult", "authors_prompts", "from_authors_block", "get_scale", "get_setting", "loss", "predict",
+           "sample_covariates", "sample_prompts", "train"]

@@ -14,6 +14,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from .checks import check_choice, check_int, check_positive
@@ -149,3 +150,79 @@ class Prompts:
         """``(Z, y)`` as :func:`sample_prompts` draws them from this distribution."""
         return sample_prompts(batch_size, self.n, self.d, self.covariates, generator=generator,
                               device=device, dtype=dtype, **self.options)
+
+
+AUTHORS_COVARIATES = ("gaussian", "sphere", "gamma")
+"""Covariate distributions :func:`authors_prompts` reproduces (the authors' ``'normal'``,
+``'sphere'``, ``'gamma'``)."""
+
+
+def authors_prompts(batch_size: int, n: int, d: int, covariates: str = "gaussian", seed: int = 99):
+    """The batch the authors' sampler draws right after ``np.random.seed(seed); torch.manual_seed(seed)``.
+
+    This is the evaluation batch of the authors' condition-number code
+    (``plot_condition_number.ipynb`` seeds both generators with 99, calls
+    ``generate_data(mode, N, d, B, shape_k=0.1)`` once, and computes the Hessian of every
+    saved checkpoint, of every seed and optimizer, on that one batch). It is reproduced
+    bit for bit on the CPU, in this package's layout, from a private
+    ``torch.Generator().manual_seed(seed)`` and ``np.random.RandomState(seed)``: the global
+    torch and numpy random states are left untouched. (The authors draw on the CPU, as here,
+    but then move the tensors to a GPU for the normalisation and the labels; there the last
+    bits of ``sphere``/``gamma`` covariates and of the labels may differ from these.)
+
+    The draw order is the authors' (``generate_data`` in their ``linear_transformer.py``),
+    from torch's CPU generator, float32: ``w`` ``(B, d)``, then ``X`` ``(B, n, d)``, then the
+    query ``(B, 1, d)``, each ``N(0, 1)``. ``sphere`` divides every ``x`` by its norm.
+    ``gamma`` draws ``g = np.random.gamma(shape=k, scale=sqrt(10/k), size=(B, n))`` then the
+    same with ``size=(B, 1)`` for the query (numpy's generator, ``k = 0.1``), casts them to
+    float32, and multiplies each normalised ``x`` by ``sqrt(g)``. Labels are
+    ``y(i) = <w, x(i)>``.
+
+    The gamma scale ``sqrt(10/k)`` is the authors' code; this package's ``gamma`` option
+    (:func:`sample_prompts`) uses a fixed scale ``theta`` (default 10) instead. At the
+    authors' ``k = 0.1`` the two coincide (``sqrt(10/0.1) = 10``, so ``E[g] = k * scale = 1``
+    in both), and the two distributions are the same; for any other ``k`` they differ
+    (``E[g] = sqrt(10 k)`` in the authors' code, ``10 k`` here with the default ``theta``).
+    The two samplers' draws differ all the same (other generators, another draw order).
+
+    Parameters
+    ----------
+    batch_size, n, d : int
+        Number of prompts ``B``, context length ``n`` and covariate dimension ``d``, each >= 1.
+    covariates : str
+        One of :data:`AUTHORS_COVARIATES`: ``"gaussian"`` (the authors' ``'normal'``),
+        ``"sphere"`` or ``"gamma"``.
+    seed : int
+        The seed given to both generators (the authors' evaluation batch uses 99).
+
+    Returns
+    -------
+    Z : float32 Tensor ``(B, d+1, n+1)``, the ``x``'s as columns, the labels in the last
+        row, the query's label 0 (the authors' ``Z``, ``(B, n+1, d+1)``, transposed).
+    y : float32 Tensor ``(B,)``, the query targets ``<w, x(n+1)>``.
+    """
+    B = check_int("batch_size", batch_size)
+    n = check_int("n", n)
+    d = check_int("d", d)
+    check_choice("covariates", covariates, AUTHORS_COVARIATES)
+    seed = check_int("seed", seed, minimum=0)
+    g = torch.Generator().manual_seed(seed)
+    rng = np.random.RandomState(seed)
+    w = torch.empty(B, d, dtype=torch.float32).normal_(0, 1, generator=g)
+    X = torch.empty(B, n, d, dtype=torch.float32).normal_(0, 1, generator=g)
+    X_query = torch.empty(B, 1, d, dtype=torch.float32).normal_(0, 1, generator=g)
+    if covariates in ("sphere", "gamma"):
+        X = X / X.norm(p=2, dim=2)[:, :, None]
+        X_query = X_query / X_query.norm(p=2, dim=2)[:, :, None]
+    if covariates == "gamma":                # numpy's draws: the context's, then the query's
+        k = 0.1
+        scales = torch.from_numpy(rng.gamma(shape=k, scale=(10 / k) ** 0.5, size=[B, n])).float().sqrt()
+        query_scales = torch.from_numpy(rng.gamma(shape=k, scale=(10 / k) ** 0.5, size=[B, 1])).float().sqrt()
+        X = X * scales[:, :, None]
+        X_query = X_query * query_scales[:, :, None]
+    labels = torch.einsum("bi,bni->bn", w, X)                            # (B, n)
+    y = torch.einsum("bi,bni->bn", w, X_query).squeeze(1)                # (B,)
+    tokens = torch.cat([X, X_query], dim=1)                              # (B, n+1, d)
+    last_row = torch.cat([labels, torch.zeros(B, 1, dtype=torch.float32)], dim=1)  # (B, n+1)
+    Z = torch.cat([tokens, last_row[:, :, None]], dim=2).transpose(1, 2)  # (B, d+1, n+1)
+    return Z.contiguous(), y

@@ -23,13 +23,15 @@ MIN_FIGURES = {
     "intro": 0,
     "adaptive_vs_sgd": 4,     # Fig 2, the lr grid, Fig 7, Fig 8
     "heavy_tails": 3,         # Fig 3, Figs 9-10, Fig 11
-    "conditioning": 2,        # R_med curves, diagonal and eigenvalues
+    "conditioning": 3,        # R_med against batch size (diagonal, eigenvalues), per-seed ratios
     "smoothness": 2,          # Fig 5, Fig 16
     "depth": 3,               # Figs 12, 13, 14
     "nonlinear": 1,           # Fig 15
     "scorecard": 0,
 }
 CHAPTERS = list(MIN_FIGURES)
+BACK_MATTER = ["bibliography"]
+"""Pages after the chapters: Markdown, no code."""
 # Class tokens myst-nb gives a cell output that is not a clean result.
 ERROR_CLASSES = {"stderr", "traceback", "error"}
 
@@ -83,9 +85,11 @@ def test_book_dir_uses_the_root_config_and_toc():
 def test_toc_lists_the_chapters_in_order():
     toc = _load(ROOT / "_toc.yml")
     assert toc["format"] == "jb-book"
-    assert [toc["root"]] + [c["file"] for c in toc["chapters"]] == CHAPTERS
+    assert [toc["root"]] + [c["file"] for c in toc["chapters"]] == CHAPTERS + BACK_MATTER
     for chapter in CHAPTERS:
         assert (BOOK / f"{chapter}.ipynb").is_file(), chapter
+    for page in BACK_MATTER:
+        assert (BOOK / f"{page}.md").is_file(), page
 
 
 def test_config_builds_offline_and_executes_every_chapter():
@@ -131,7 +135,7 @@ def test_site_uses_root_title_and_toc_order(built_site):
     nav = re.search(r'<nav class="bd-links[^"]*"[^>]*>(.*?)</nav>', intro, re.S)
     assert nav, "no sidebar navigation in intro.html"
     linked = re.findall(r'<li class="toctree-l1"><a class="reference internal" href="([^"#]+)\.html"', nav.group(1))
-    assert linked == CHAPTERS[1:]
+    assert linked == CHAPTERS[1:] + BACK_MATTER
     assert "intro.html" in (built_site / "index.html").read_text(encoding="utf-8")
 
 
@@ -174,6 +178,7 @@ def test_failing_chapter_fails_the_build(tmp_path, book_build_command):
     book = tmp_path / "book"
     book.mkdir()
     shutil.copy(ROOT / "_config.yml", book / "_config.yml")
+    shutil.copy(BOOK / "references.bib", book / "references.bib")
     shutil.copytree(BOOK / "_static", book / "_static")
     shutil.copytree(BOOK / "_ext", book / "_ext")
     (book / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: broken\n")
