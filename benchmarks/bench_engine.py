@@ -7,7 +7,9 @@ n=20, B=1000, gaussian prompts, the authors' block parametrization: Setting 1's 
 - ``associative``: the same loop on :func:`lintf.model.loss` (attention as ``P (Z M Z^T) Q Z``);
 - ``engine R=..``: :func:`lintf.engine.train` with ``R`` runs in one program (configurations
   x seeds), with and without the per-step directional smoothness;
-- the exact float64 Hessian of one run at one checkpoint (:func:`lintf.measure.hessian`);
+- the exact float64 Hessian of one run at one checkpoint (:func:`lintf.measure.hessian`), on
+  the B=1000 evaluation batch (``hessian_seconds``) and on 20000 prompts
+  (``hessian_20k_seconds``, median of 3; with ``--profile`` and above 2 s, its cProfile);
 - a large float32 matrix product, to say how fast this machine was while the rest ran.
 
 Every number is a median over ``--repeats`` repetitions, taken round-robin so that a burst
@@ -135,6 +137,32 @@ def hessian_seconds(model, how="measure"):
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
+def hessian_20k_seconds(repeats=3, B_big=20000):
+    """One run's exact float64 Hessian of the book's base model on ``B_big`` Setting-1 prompts
+    (n=20, gaussian), by :func:`lintf.measure.hessian` on torch's default threads; wall
+    seconds of each of ``repeats`` repetitions."""
+    params = {k: v[0].double() for k, v in engine.initial_params(MODEL, [0]).items()}
+    Z, y = engine.eval_batch(PROMPTS, B_big, dtype=torch.float64)
+    times = []
+    for _ in range(repeats):
+        wall = time.perf_counter()
+        measure.hessian(MODEL, params, Z, y)
+        times.append(time.perf_counter() - wall)
+    return times
+
+
+def profile_hessian_20k(B_big=20000):
+    """cProfile's top entries (by own time) of one 20k-prompt Hessian: what limits it."""
+    import cProfile
+    import pstats
+    prof = cProfile.Profile()
+    prof.enable()
+    hessian_20k_seconds(1, B_big)
+    prof.disable()
+    print(f"\nprofile of one Hessian at B={B_big} (cProfile, own time):")
+    pstats.Stats(prof).sort_stats("tottime").print_stats(12)
+
+
 def profile_engine(R, steps):
     """Where the engine's main thread spends its time at ``R`` runs (torch.profiler, CPU self
     time by kind of operator). One worker thread, so that the profiler sees every chunk; the
@@ -237,6 +265,11 @@ def main(argv=None):
               f"{ref_s[0]:6.2f} ({ref_s[1]:.2f})   {ref_s[0] / fast_s[0]:5.1f}x")
     first = next(iter(hess_models))
     print(f"hessian_seconds: {statistics.median(h[0] for h in hess[first, 'measure']):.2f}  ({first})")
+    big = hessian_20k_seconds(3)
+    print(f"hessian_20k_seconds: {statistics.median(big):.2f}  (B=20000, median of 3: "
+          f"{', '.join(f'{t:.2f}' for t in big)}; load average {os.getloadavg()[0]:.1f})")
+    if args.profile and statistics.median(big) > 2.0:
+        profile_hessian_20k()
     best = min((per_iter(f"engine R={R}", 0), R) for R in run_counts)
     print(f"best engine run count: R={best[1]}")
     print(f"speedup_vs_sequential: {ref / best[0]:.2f}")

@@ -8,9 +8,14 @@ One concept per module, data flowing one way (settings -> runs -> results -> fig
 - :mod:`lintf.measure`: gradient noise, exact Hessians and ``R_med``, directional smoothness.
 - :mod:`lintf.settings`: the paper's named settings and the scales ``paper``, ``cpu``, ``ci``.
 - :mod:`lintf.store`, :mod:`lintf.experiments`: cached, tidy results of every experiment.
-- :mod:`lintf.claims`, :mod:`lintf.plots`, :mod:`lintf.chapter`: verdicts, figures, chapters.
+- :mod:`lintf.stats`: the one decision rule (an exact sign-flip test over seeds) and the
+  statistics the claims reduce their data to.
+- :mod:`lintf.claims`, :mod:`lintf.book`: the eight claims, and which chapter decides each on
+  which experiments (the scorecard reads the same).
+- :mod:`lintf.plots`, :mod:`lintf.chapter`: figures, chapters.
 """
 from .data import COVARIATES, Prompts, authors_prompts, sample_covariates, sample_prompts
+from . import stats
 from .engine import TrainResult, train
 from .model import ATTENTIONS, Model, from_authors_block, loss, predict
 from .optim import OPTIMIZERS, OptimConfig
@@ -20,4 +25,4 @@ __version__ = "0.1.0"
 
 __all__ = ["COVARIATES", "ATTENTIONS", "OPTIMIZERS", "SCALES", "SETTINGS", "Model", "OptimConfig", "Prompts",
            "TrainResult", "authors_prompts", "from_authors_block", "get_scale", "get_setting", "loss", "predict",
-           "sample_covariates", "sample_prompts", "train"]
+           "sample_covariates", "sample_prompts", "stats", "train"]

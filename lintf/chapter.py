@@ -74,3 +74,25 @@ def caption(figure: str, settings, p: Parameters, *, what: str = "", steps: int 
     return (f"**{figure}** {what} Settings: {', '.join(s.title for s in objs)}. Scale `{p.scale.name}`"
             f"{horizon}, seeds {list(seeds)}{summary}, parametrization "
             f"`{'/'.join(params)}`. {notes}").strip()
+
+
+def show(table, index: bool = False, formatter=None, digits: int = 4) -> None:
+    """Display a DataFrame (or a pandas Styler) in the theme's table look: floats to
+    ``digits`` significant digits ("—" for NaN) unless ``formatter`` is given; the index is
+    hidden unless ``index``."""
+    from IPython.display import display
+
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.{digits}g}" if v == v else "—"
+        return v
+
+    styler = getattr(table, "style", table).set_table_attributes('class="dataframe table"')
+    styler = styler.format(formatter or fmt)
+    display(styler if index else styler.hide(axis="index"))
+
+
+def rerun(chapter: str, example: str = "-p scale cpu") -> str:
+    """The line that tells a reader how to re-run ``chapter`` with papermill, as Markdown."""
+    return (f"Re-run this chapter (from the repository root): "
+            f"`papermill book/{chapter}.ipynb out.ipynb --cwd book {example}`")

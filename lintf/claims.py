@@ -29,8 +29,7 @@ Settings are named by strings that the experiments choose. The roles a claim nee
 (which setting has gamma covariates, which has ``L = 6`` ...) are arguments whose defaults
 are :data:`DEFAULT_SETTINGS`, :data:`TAILS`, :data:`DEPTHS` and :data:`ATTENTION`.
 
-Every claim accepts ``level`` (confidence of each one-sided bound, default 0.95) and, for
-callers written for the former bootstrap rule, ``n_boot``, which is ignored.
+Every claim accepts ``level`` (confidence of each one-sided bound, default 0.95).
 """
 from __future__ import annotations
 
@@ -203,8 +202,8 @@ def _describe(p: dict) -> str:
         return f"{p['part']}: {p['extra']} (claimed {rel} {p['threshold']:g}) -> inconclusive"
     return (f"{p['part']}: {p['what'] + ' ' if p['what'] else ''}{_fmt(p['statistic'])} "
             f"[{_fmt(p['low'])}, {_fmt(p['high'])}]{' ' + p['extra'] if p['extra'] else ''} "
-            f"(claimed {rel} {p['threshold']:g}, n={p['n']}, p>={_fmt(p['p_greater'])}, "
-            f"p<={_fmt(p['p_less'])}) -> {p['verdict']}")
+            f"(claimed {rel} {p['threshold']:g}, n={p['n']}, p-value for > {_fmt(p['p_greater'])}, "
+            f"for < {_fmt(p['p_less'])}) -> {p['verdict']}")
 
 
 def _decide(claim: int, parts: list[dict], notes: list[str], data=None,
@@ -487,7 +486,7 @@ def noise_tails_per_seed(noise: pd.DataFrame, spectrum: pd.DataFrame | None = No
 
 
 def noise_tail_table(noise: pd.DataFrame, spectrum: pd.DataFrame | None = None, n_sims: int = 200,
-                     level: float = 0.95, seed: int = 0, n_boot=None) -> pd.DataFrame:
+                     level: float = 0.95, seed: int = 0) -> pd.DataFrame:
     """Tails of the gradient-noise norms ``||g_B - g||`` per setting, against the Gaussian null.
 
     noise, spectrum : as in :func:`noise_tails_per_seed` (spectrum None: observed columns only).
@@ -565,7 +564,7 @@ def _log_ratios(conditioning, steps, method, eval_batch, lrs, runs):
 
 def condition_ratio_table(conditioning: pd.DataFrame, steps=(750, 1250), method: str = "diag",
                           eval_batch: str = "large", lrs=None, paper: Mapping | None = None,
-                          runs: pd.DataFrame | None = None, level: float = 0.95, n_boot=None) -> pd.DataFrame:
+                          runs: pd.DataFrame | None = None, level: float = 0.95) -> pd.DataFrame:
     """The paper's table: ``R_med(SGDM) / R_med(Adam)`` per setting and step.
 
     conditioning : tidy (setting, optimizer, lr, seed, step, eval_batch, batch, method,
@@ -611,7 +610,7 @@ def condition_ratio_table(conditioning: pd.DataFrame, steps=(750, 1250), method:
 
 # -- the claims --------------------------------------------------------------------------
 def claim1(history: pd.DataFrame, settings=None, quantity: str = "eval_loss", frac: float = 0.1,
-           lrs=None, runs=None, level: float = 0.95, n_boot=None) -> Verdict:
+           lrs=None, runs=None, level: float = 0.95) -> Verdict:
     """Claim 1: Adam reaches a lower loss than SGDM in every setting.
 
     Rule: in each setting, per seed, ``d = log final_loss(SGDM) - log final_loss(Adam)``
@@ -639,7 +638,7 @@ def claim1(history: pd.DataFrame, settings=None, quantity: str = "eval_loss", fr
 
 def claim2(noise: pd.DataFrame, spectrum: pd.DataFrame, heavy=DEFAULT_SETTINGS, tails: Mapping = TAILS,
            depths: Mapping = DEPTHS, deep=(6, 8), shallow=(2, 4), n_sims: int = 200,
-           level: float = 0.95, seed: int = 0, n_boot=None) -> Verdict:
+           level: float = 0.95, seed: int = 0) -> Verdict:
     """Claim 2: gradient noise at initialisation is heavy-tailed, more so for gamma than
     for sphere and gaussian covariates, and more for L=6, 8 than for L=2, 4.
 
@@ -704,7 +703,7 @@ def claim2(noise: pd.DataFrame, spectrum: pd.DataFrame, heavy=DEFAULT_SETTINGS, 
 
 def claim3(conditioning: pd.DataFrame, settings=None, steps=(750, 1250), method: str = "diag",
            eval_batch: str = "large", tails: Mapping = TAILS, depths: Mapping = DEPTHS, lrs=None,
-           runs=None, level: float = 0.95, n_boot=None) -> Verdict:
+           runs=None, level: float = 0.95) -> Verdict:
     """Claim 3: R_med(SGDM) > R_med(Adam) along training; the gap grows with heavier tails
     and with depth.
 
@@ -776,7 +775,7 @@ def _log_smoothness(history: pd.DataFrame) -> tuple[pd.DataFrame, int, int]:
 
 
 def claim4(history: pd.DataFrame, settings=None, quantity: str = "eval_loss", frac: float = 0.1,
-           lrs=None, runs=None, level: float = 0.95, n_boot=None) -> Verdict:
+           lrs=None, runs=None, level: float = 0.95) -> Verdict:
     """Claim 4: Adam's directional smoothness is lower than SGDM's.
 
     Per run: mean over all recorded steps of log directional smoothness (non-positive
@@ -818,7 +817,7 @@ spearman = stats.spearman
 
 def claim5(history: pd.DataFrame, settings=None, optimizer: str = "adam", max_step: int = 2000,
            quantity: str = "eval_loss", frac: float = 0.1, lrs=None, runs=None, window: int | None = None,
-           level: float = 0.95, n_boot=None) -> Verdict:
+           level: float = 0.95) -> Verdict:
     """Claim 5: smoothness grows with gradient norm (Fig 16).
 
     Per seed of ``optimizer`` (Adam, as the paper), over steps ``< max_step`` where both
@@ -878,7 +877,7 @@ def claim5(history: pd.DataFrame, settings=None, optimizer: str = "adam", max_st
 
 
 def claim6(history: pd.DataFrame, depths: Mapping = DEPTHS, quantity: str = "eval_loss",
-           frac: float = 0.1, lrs=None, runs=None, level: float = 0.95, n_boot=None) -> Verdict:
+           frac: float = 0.1, lrs=None, runs=None, level: float = 0.95) -> Verdict:
     """Claim 6: the Adam-SGDM loss gap widens with depth, while both losses fall with depth.
 
     At the learning rates ``lrs`` (per (setting, optimizer); else the best non-diverged
@@ -941,7 +940,7 @@ def claim6(history: pd.DataFrame, depths: Mapping = DEPTHS, quantity: str = "eva
 
 def claim7(history: pd.DataFrame, light: str = TAILS["sphere"], reference: str = TAILS["gamma"],
            gaussian: str | None = TAILS["gaussian"], quantity: str = "eval_loss", frac: float = 0.1,
-           lrs=None, runs=None, level: float = 0.95, n_boot=None) -> Verdict:
+           lrs=None, runs=None, level: float = 0.95) -> Verdict:
     """Claim 7: light-tailed (sphere) covariates make both optimizers faster, without
     closing the relative gap.
 
@@ -1006,7 +1005,7 @@ def claim7(history: pd.DataFrame, light: str = TAILS["sphere"], reference: str =
 
 def claim8(history: pd.DataFrame, linear: str = ATTENTION["linear"], softmax: str = ATTENTION["softmax"],
            optimizers=OPTIMIZERS, quantity: str = "eval_loss", frac: float = 0.1, lrs=None, runs=None,
-           level: float = 0.95, n_boot=None) -> Verdict:
+           level: float = 0.95) -> Verdict:
     """Claim 8: linear attention trains faster than softmax attention on this task.
 
     Both settings are compared at the last iteration both reached, each attention at the

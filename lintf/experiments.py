@@ -17,25 +17,31 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pandas as pd
 import torch
 
 from . import measure
 from .checks import check_choice, check_int, check_lrs, check_seeds
 from .progress import bar
-from .engine import eval_batch, initial_params, resolve_device, train
+from .data import AUTHORS_COVARIATES, authors_prompts
+from .engine import EVAL_SEED, initial_params, resolve_device, train
+from .engine import eval_batch as eval_batch_of
 from .optim import OPTIMIZERS, OptimConfig
-from .settings import Scale, Setting, default_scale, get_scale, get_setting
+from .settings import EVAL_PROTOCOLS, Scale, Setting, default_scale, get_scale, get_setting
 from .store import ResultStore
 
-LR_CHOICES = ("default", "paper", "grid")
-"""Which learning rates the main runs use: the defaults (SPEC section 3), the paper's
-Table 2, or the best of the book's own grid search."""
+LR_CHOICES = ("default", "paper", "grid", "stable")
+"""Which learning rates the main runs use: the defaults (the authors' README values where they
+differ from the paper), the paper's Table 2, the best of the book's own grid search
+(:func:`lr_sweep`, lowest mean final loss among rates where no seed diverged), or the largest
+rate at which no seed diverged within the horizon (:func:`stable_search`, the depth
+chapter's rule)."""
 
 
 def _resolve(setting, scale) -> tuple[Setting, Scale]:
     setting = setting if isinstance(setting, Setting) else get_setting(setting)
-    scale = get_scale(default_scale() if scale is None else scale)
+    scale = scale if isinstance(scale, Scale) else get_scale(default_scale() if scale is None else scale)
     return setting, scale
 
 
@@ -64,8 +70,13 @@ def _get(kind: str, config: dict, compute, setting: Setting, scale: Scale, store
     return dataclasses.replace(result, frames=frames)
 
 
-def learning_rates(setting, scale=None, *, lrs="default", device="auto", store=None, progress=None, cached_only=False) -> dict:
-    """The rate per optimizer for ``lrs`` in :data:`LR_CHOICES`, or a dict given as is."""
+def learning_rates(setting, scale=None, *, lrs="default", points=None, seeds=None, steps=None, device="auto",
+                   store=None, progress=None, cached_only=False) -> dict:
+    """The rate per optimizer for ``lrs`` in :data:`LR_CHOICES`, or a dict given as is.
+
+    points : the size of the ``"grid"`` search (None: the setting's). seeds, steps : the runs
+    whose stability ``"stable"`` requires (None: the scale's), see :func:`stable_search`.
+    """
     setting, scale = _resolve(setting, scale)
     if isinstance(lrs, dict):
         if sorted(lrs) != sorted(OPTIMIZERS):
@@ -76,16 +87,48 @@ def learning_rates(setting, scale=None, *, lrs="default", device="auto", store=N
         return dict(setting.lrs)
     if lrs == "paper":
         return dict(setting.paper_lrs)
+    if lrs == "stable":
+        return stable_search(setting, scale.name, seeds=seeds, steps=steps, device=device, store=store,
+                             progress=progress, cached_only=cached_only)[0]
     from .claims import best_lr
-    sweep = lr_sweep(setting, scale.name, device=device, store=store, progress=progress,
+    sweep = lr_sweep(setting, scale.name, points=points, device=device, store=store, progress=progress,
                      cached_only=cached_only).frames["sweep"]
-    best = best_lr(sweep)
-    rates = {row.optimizer: float(row.best_lr) for row in best.itertuples()}
+    rates = {row.optimizer: float(row.best_lr) for row in best_lr(sweep).itertuples()}
     failed = [o for o, lr in rates.items() if lr != lr]
     if failed:
         raise ValueError(f"lrs='grid': every rate of the grid diverged for {failed} on {setting.name}; "
                          "pass lrs='default', 'paper' or a dict")
     return rates
+
+
+def stable_search(setting, scale=None, *, seeds=None, steps=None, device="auto", store=None, progress=None,
+                  cached_only=False) -> tuple[dict, pd.DataFrame]:
+    """The depth chapter's rule: for each optimizer, the largest rate of the grid ``default x
+    scale.depth_grid`` (tried from the largest down) at which no run of ``seeds`` diverges
+    within ``steps`` iterations (None: the scale's).
+
+    Each try is a :func:`training` of both optimizers (stored: the first is the runs at the
+    default rates, the paper's Table 2 for the depths); an optimizer that diverged on any
+    seed moves one grid point down. Returns ``(rates, tries)``: ``tries`` has one row per
+    try and optimizer, ``optimizer, lr, diverged, runs``; an optimizer whose every rate
+    diverged keeps the smallest (its runs then count as diverged in the claims).
+    """
+    setting, scale = _resolve(setting, scale)
+    factors = sorted(scale.depth_grid, reverse=True)
+    at = {o: 0 for o in OPTIMIZERS}
+    rows = []
+    while True:
+        rates = {o: setting.lrs[o] * factors[at[o]] for o in OPTIMIZERS}
+        runs = training(setting, scale.name, lrs=rates, seeds=seeds, steps=steps, device=device, store=store,
+                        progress=progress, cached_only=cached_only).frames["runs"]
+        bad = runs.groupby("optimizer")["diverged"].sum()
+        rows += [{"optimizer": o, "lr": rates[o], "diverged": int(bad.get(o, 0)),
+                  "runs": int((runs["optimizer"] == o).sum())} for o in OPTIMIZERS]
+        lower = [o for o in OPTIMIZERS if bad.get(o, 0) and at[o] + 1 < len(factors)]
+        if not lower:
+            return rates, pd.DataFrame(rows).drop_duplicates(["optimizer", "lr"], keep="last").reset_index(drop=True)
+        for o in lower:
+            at[o] += 1
 
 
 def _train_config(setting, scale, lrs, seeds, steps, device) -> dict:
@@ -108,8 +151,8 @@ def training(setting, scale=None, *, lrs="default", seeds=None, steps=None, devi
     seeds = check_seeds("seeds", scale.seeds if seeds is None else seeds)
     steps = check_int("steps", scale.steps_for(setting) if steps is None else steps)
     dev = resolve_device(device)
-    rates = learning_rates(setting, scale.name, lrs=lrs, device=device, store=store, progress=progress,
-                           cached_only=cached_only)
+    rates = learning_rates(setting, scale.name, lrs=lrs, seeds=seeds, steps=steps, device=device, store=store,
+                           progress=progress, cached_only=cached_only)
     config = _train_config(setting, scale, rates, seeds, steps, dev)
 
     def compute():
@@ -125,44 +168,214 @@ def training(setting, scale=None, *, lrs="default", seeds=None, steps=None, devi
     return _get("training", config, compute, setting, scale, store, cached_only)
 
 
-def conditioning(setting, scale=None, *, lrs="default", seeds=None, steps=None, device="auto", store=None,
-                 progress=None, cached_only=False):
-    """``R_med`` of the exact float64 Hessian (on the fixed evaluation batch) at the
-    checkpoints :meth:`lintf.settings.Scale.hessian_steps_for` chooses, by eigenvalues and
-    by the diagonal. Empty (no rows) for a model above the scale's ``hessian_max_params``.
+AT_CHOICES = ("table", "checkpoints")
+"""Where :func:`conditioning` computes Hessians: the table's iterations
+(:attr:`lintf.settings.Scale.table_steps`, those the runs reach) or every checkpoint that
+:meth:`lintf.settings.Scale.hessian_steps_for` chooses (the R_med curves); or a list of steps."""
 
-    Frame ``conditioning``: ``setting, optimizer, lr, seed, step, method, value`` plus
-    ``lambda_max``, ``lambda_median`` (eigenvalues) for ``method == "eig"``.
+
+def _hessian_steps(setting, scale, checkpoints, at) -> list[int]:
+    if isinstance(at, str):
+        check_choice("at", at, AT_CHOICES)
+        if at == "checkpoints":
+            return scale.hessian_steps_for(setting, checkpoints)
+        if scale.hessian_max_params is not None and setting.model.num_params > scale.hessian_max_params:
+            return []
+        return [s for s in scale.table_steps if s in checkpoints]
+    if isinstance(at, (int, bool)) or not hasattr(at, "__iter__"):
+        raise TypeError(f"at must be one of {list(AT_CHOICES)} or a list of checkpoint steps, got {at!r}")
+    steps = sorted({check_int("at[i]", s, minimum=0) for s in at})
+    missing = [s for s in steps if s not in checkpoints]
+    if missing:
+        raise ValueError(f"at: steps {missing} are not checkpoints of these runs ({sorted(checkpoints)})")
+    return steps
+
+
+def _protocol(eval_batch, scale) -> str:
+    return check_choice("eval_batch", scale.eval_protocol if eval_batch is None else eval_batch,
+                        EVAL_PROTOCOLS)
+
+
+def eval_chunks(setting, scale, seed: int, count: int, *, stream: int = 0, dtype=torch.float64):
+    """``count`` independent evaluation batches of ``scale.eval_size`` prompts belonging to
+    run seed ``seed``: ``Z (count, eval_size, d+1, n+1)``, ``y (count, eval_size)``.
+
+    Drawn on the CPU from a generator seeded by ``(99, stream, seed)`` (independent of the
+    training batches and of other seeds; ``stream`` 0 serves the ``batches`` and ``large``
+    protocols, 1 the batch-size figure). The first ``k`` chunks do not depend on ``count``.
     """
     setting, scale = _resolve(setting, scale)
+    seed = check_int("seed", seed, minimum=0)
+    count = check_int("count", count)
+    word = np.random.SeedSequence([EVAL_SEED, stream, seed]).generate_state(2, dtype=np.uint64)[0]
+    gen = torch.Generator(device="cpu").manual_seed(int(word >> np.uint64(1)))
+    chunks = [setting.prompts.sample(scale.eval_size, generator=gen, dtype=dtype) for _ in range(count)]
+    return torch.stack([c[0] for c in chunks]), torch.stack([c[1] for c in chunks])
+
+
+def _rows(runs, step, H, protocol, batch, size, method_values=None):
+    """Tidy rows of the Hessians ``H (R, p, p)`` of ``runs`` (row order) at ``step``."""
+    eig = torch.linalg.eigvalsh((H + H.transpose(-1, -2)) / 2)
+    values = {m: measure.robust_condition(H, m) for m in ("eig", "diag")}
+    rows = []
+    for r, run in enumerate(runs.itertuples()):
+        alive = not run.diverged or step <= run.diverged_step
+        for method in ("eig", "diag"):
+            rows.append({"optimizer": run.optimizer, "lr": run.lr, "seed": run.seed, "step": step,
+                         "eval_batch": protocol, "batch": batch, "eval_size": size, "method": method,
+                         "value": float(values[method][r]) if alive else float("nan"),
+                         "lambda_max": float(eig[r, -1]) if method == "eig" else float("nan"),
+                         "lambda_median": float(eig[r].abs().median()) if method == "eig" else float("nan")})
+    return rows
+
+
+CONDITIONING_DTYPES = {"optimizer": str, "lr": float, "seed": int, "step": int, "eval_batch": str, "batch": int,
+                       "eval_size": int, "method": str, "value": float, "lambda_max": float,
+                       "lambda_median": float}
+
+
+def conditioning(setting, scale=None, *, eval_batch=None, at="checkpoints", lrs="default", seeds=None, steps=None,
+                 device="auto", store=None, progress=None, cached_only=False):
+    """``R_med`` of the exact float64 Hessian, by eigenvalues and by the diagonal, of the runs
+    of :func:`training` (same ``lrs, seeds, steps``) at the steps ``at`` (:data:`AT_CHOICES`
+    or a list), on the evaluation protocol ``eval_batch`` (:data:`lintf.settings.EVAL_PROTOCOLS`;
+    None: the scale's ``eval_protocol``, the one claim 3 is decided on):
+
+    - ``"fixed"``: the book's own evaluation batch of ``scale.batch_size`` prompts;
+    - ``"authors"``: the authors' batch (:func:`lintf.data.authors_prompts`, ``scale.eval_size``
+      prompts, seed 99), shared by every seed and checkpoint: the paper's protocol;
+    - ``"batches"``: ``scale.eval_batches`` independent batches of ``scale.eval_size`` prompts
+      per seed (:func:`eval_chunks`), one row per batch;
+    - ``"large"``: one batch of ``scale.eval_large`` prompts per seed (the chunks of
+      :func:`eval_chunks` together; the ``batches`` protocol's are its first chunks).
+
+    A seed's SGDM and Adam runs are evaluated on the same batches (paired), and every seed
+    on its own (so seeds are independent units, batches included). Empty (no rows) for a
+    model above the scale's ``hessian_max_params``.
+
+    Frame ``conditioning``: :data:`CONDITIONING_DTYPES` (``batch`` numbers the batches of a
+    protocol, 0 for single-batch ones; ``lambda_max``, ``lambda_median`` for ``method == "eig"``).
+    """
+    setting, scale = _resolve(setting, scale)
+    protocol = _protocol(eval_batch, scale)
+    if protocol == "authors" and setting.prompts.covariates not in AUTHORS_COVARIATES:
+        raise ValueError(f"eval_batch='authors' needs covariates among {list(AUTHORS_COVARIATES)}; "
+                         f"{setting.name} has {setting.prompts.covariates!r}")
+    if isinstance(at, str):
+        check_choice("at", at, AT_CHOICES)
     trained = training(setting, scale.name, lrs=lrs, seeds=seeds, steps=steps, device=device, store=store,
                        progress=progress, cached_only=cached_only)
     from .engine import TrainResult
     checkpoints = TrainResult.checkpoints_from_tensors(trained.tensors)
-    todo = scale.hessian_steps_for(setting, checkpoints)
-    config = {"training": trained.key, "hessian_steps": todo, "eval_size": scale.batch_size}
+    todo = _hessian_steps(setting, scale, checkpoints, at)
+    sizes = {"fixed": scale.batch_size, "authors": scale.eval_size, "batches": scale.eval_size,
+             "large": scale.eval_large}
+    # "batches" and "large" are computed together: the batches are the large batch's first chunks
+    stored = "landscape" if protocol in ("batches", "large") else protocol
+    config = {"training": trained.key, "hessian_steps": todo, "eval_batch": stored, "eval_size": scale.eval_size,
+              "fixed_size": scale.batch_size, "eval_batches": scale.eval_batches, "eval_large": scale.eval_large}
 
     def compute():
-        runs = trained.frames["runs"]
-        Z, y = eval_batch(setting.prompts, scale.batch_size, dtype=torch.float64)
-        rows = []
-        for step in bar(todo, desc=f"{setting.name}: exact Hessians of {len(runs)} runs", progress=progress,
-                        unit="checkpoint"):
-            H = _unique_hessians(setting.model, checkpoints[step], Z, y)             # (R, p, p)
-            eig = torch.linalg.eigvalsh(H)
-            for method in ("eig", "diag"):
-                values = measure.robust_condition(H, method)
-                for r, run in runs.iterrows():
-                    alive = not run.diverged or step <= run.diverged_step
-                    rows.append({"optimizer": run.optimizer, "lr": run.lr, "seed": run.seed, "step": step,
-                                 "method": method, "value": float(values[r]) if alive else float("nan"),
-                                 "lambda_max": float(eig[r, -1]) if method == "eig" else float("nan"),
-                                 "lambda_median": float(eig[r].abs().median()) if method == "eig" else float("nan")})
-        dtypes = {"optimizer": str, "lr": float, "seed": int, "step": int, "method": str, "value": float,
-                  "lambda_max": float, "lambda_median": float}
-        return {"conditioning": pd.DataFrame(rows, columns=list(dtypes)).astype(dtypes)}
+        runs = trained.frames["runs"].reset_index(drop=True)
+        model, rows = setting.model, []
+        desc = f"{setting.name}: exact Hessians ({stored} protocol) of {len(runs)} runs"
+        if protocol in ("fixed", "authors"):
+            if protocol == "fixed":
+                Z, y = eval_batch_of(setting.prompts, scale.batch_size, dtype=torch.float64)
+            else:
+                p = setting.prompts
+                Z, y = authors_prompts(scale.eval_size, p.n, p.d, p.covariates)
+                Z, y = Z.double(), y.double()
+            for step in bar(todo, desc=desc, progress=progress, unit="checkpoint"):
+                H = _unique_hessians(model, checkpoints[step], Z, y)                  # (R, p, p)
+                rows += _rows(runs, step, H, protocol, 0, sizes[protocol])
+        else:
+            count = scale.eval_large // scale.eval_size
+            # every run on its seed's chunks: Z (count, R, B, ...), one Hessian call per (step, chunk)
+            chunks = {int(s): eval_chunks(setting, scale, int(s), count) for s in runs["seed"].unique()}
+            Zr = torch.stack([chunks[int(s)][0] for s in runs["seed"]], dim=1)
+            yr = torch.stack([chunks[int(s)][1] for s in runs["seed"]], dim=1)
+            for step in bar(todo, desc=desc, progress=progress, unit="checkpoint"):
+                params = {k: v.double() for k, v in checkpoints[step].items()}
+                total = None
+                for k in range(count):
+                    H = measure.hessian(model, params, Zr[k], yr[k])                   # (R, p, p)
+                    if k < scale.eval_batches:
+                        rows += _rows(runs, step, H, "batches", k, scale.eval_size)
+                    total = H if total is None else total + H
+                rows += _rows(runs, step, total / count, "large", 0, scale.eval_large)
+        frame = pd.DataFrame(rows, columns=list(CONDITIONING_DTYPES)).astype(CONDITIONING_DTYPES)
+        return {"conditioning": frame.sort_values(["step", "optimizer", "seed", "batch"], ignore_index=True)}
 
-    return _get("conditioning", config, compute, setting, scale, store, cached_only)
+    result = _get("conditioning", config, compute, setting, scale, store, cached_only)
+    frame = result.frames["conditioning"]
+    frames = {**result.frames, "conditioning": frame[frame["eval_batch"] == protocol].reset_index(drop=True)}
+    return dataclasses.replace(result, frames=frames)
+
+
+def table_conditioning(setting, scale=None, *, eval_batch=None, lrs="default", seeds=None, device="auto",
+                       store=None, progress=None, cached_only=False):
+    """The condition-number table's experiment: :func:`conditioning` of SGDM and Adam from
+    every one of ``seeds`` (None: ``scale.table_seeds``), trained ``scale.table_horizon``
+    iterations, at ``scale.table_steps``, on protocol ``eval_batch`` (None: the scale's verdict
+    protocol)."""
+    setting, scale = _resolve(setting, scale)
+    return conditioning(setting, scale.name, eval_batch=eval_batch, at="table", lrs=lrs,
+                        seeds=scale.table_seeds if seeds is None else seeds, steps=scale.table_horizon,
+                        device=device, store=store, progress=progress, cached_only=cached_only)
+
+
+def batch_size_curve(setting, scale=None, *, step=None, seed: int = 0, lrs="default", device="auto", store=None,
+                     progress=None, cached_only=False):
+    """``R_med`` against the size of the evaluation batch, at one checkpoint per optimizer.
+
+    The runs of seed ``seed`` of the table's experiment (:func:`table_conditioning`), at
+    ``step`` (None: the first table step). ``scale.curve_chunks`` disjoint batches of
+    ``scale.eval_size`` prompts (:func:`eval_chunks`, stream 1) give one exact Hessian each;
+    a batch of size ``s`` in ``scale.curve_sizes`` is ``s / eval_size`` consecutive chunks, whose
+    Hessian is the mean of theirs (the loss is a mean over prompts), so every size has
+    ``curve_chunks * eval_size // s`` independent batches.
+
+    Frame ``curve``: ``setting, optimizer, lr, seed, step, size, batch, method, value``.
+    """
+    setting, scale = _resolve(setting, scale)
+    trained = training(setting, scale.name, lrs=lrs, seeds=scale.table_seeds, steps=scale.table_horizon,
+                       device=device, store=store, progress=progress, cached_only=cached_only)
+    from .engine import TrainResult
+    checkpoints = TrainResult.checkpoints_from_tensors(trained.tensors)
+    step = scale.table_steps[0] if step is None else check_int("step", step, minimum=0)
+    if step not in checkpoints:
+        raise ValueError(f"step must be a checkpoint of the table's runs {sorted(checkpoints)}, got {step}")
+    seed = check_int("seed", seed, minimum=0)
+    runs = trained.frames["runs"].reset_index(drop=True)
+    if seed not in set(runs["seed"]):
+        raise ValueError(f"seed must be one of the table's seeds {sorted(set(runs['seed']))}, got {seed}")
+    config = {"training": trained.key, "step": step, "seed": seed, "chunks": scale.curve_chunks,
+              "chunk_size": scale.eval_size, "sizes": list(scale.curve_sizes)}
+
+    def compute():
+        idx = runs.index[runs["seed"] == seed].to_numpy()
+        sub = runs.loc[idx]
+        params = {k: v[torch.tensor(idx.tolist())] for k, v in checkpoints[step].items()}
+        Zs, ys = eval_chunks(setting, scale, seed, scale.curve_chunks, stream=1)
+        H = torch.stack([_unique_hessians(setting.model, params, Zs[k], ys[k])
+                         for k in bar(range(scale.curve_chunks), desc=f"{setting.name}: Hessians of "
+                                      f"{scale.curve_chunks} batches", progress=progress, unit="batch")])
+        rows = []
+        for size in scale.curve_sizes:
+            g = size // scale.eval_size
+            for b in range(scale.curve_chunks // g):
+                Hb = H[b * g:(b + 1) * g].mean(0)                                   # (R, p, p)
+                for method in ("eig", "diag"):
+                    values = measure.robust_condition(Hb, method)
+                    for r, run in enumerate(sub.itertuples()):
+                        rows.append({"optimizer": run.optimizer, "lr": run.lr, "seed": run.seed, "step": step,
+                                     "size": size, "batch": b, "method": method, "value": float(values[r])})
+        dtypes = {"optimizer": str, "lr": float, "seed": int, "step": int, "size": int, "batch": int,
+                  "method": str, "value": float}
+        return {"curve": pd.DataFrame(rows, columns=list(dtypes)).astype(dtypes)}
+
+    return _get("curve", config, compute, setting, scale, store, cached_only)
 
 
 def _unique_hessians(model, params: dict, Z, y) -> torch.Tensor:
@@ -175,10 +388,13 @@ def _unique_hessians(model, params: dict, Z, y) -> torch.Tensor:
 
 
 def gradient_noise(setting, scale=None, *, seed: int = 0, device="auto", store=None, progress=None, cached_only=False):
-    """``||g_B - g||`` at initialisation for ``scale.noise_batches`` minibatches of
-    ``scale.noise_batch_size`` prompts against one batch of ``scale.noise_big_batch``.
+    """``||g_B - g||`` at the initialisation of ``seed`` for ``scale.noise_batches`` minibatches
+    of ``scale.noise_batch_size`` prompts against one batch of ``scale.noise_big_batch``.
 
-    Frame ``noise``: ``setting, seed, sample, value``.
+    Frame ``noise``: ``setting, seed, sample, value``. Frame ``spectrum``: ``setting, seed,
+    index, value``, the eigenvalues (descending) of the sample covariance of the deviations
+    ``g_B - g``: the norm of a Gaussian vector of that covariance has a law that depends on
+    them alone, which is the null that claim 2 compares the measured norms with.
     """
     setting, scale = _resolve(setting, scale)
     seed = check_int("seed", seed, minimum=0)
@@ -194,40 +410,71 @@ def gradient_noise(setting, scale=None, *, seed: int = 0, device="auto", store=N
             Z, y = setting.prompts.sample(shape, generator=generator)
             return Z.to(dev), y.to(dev)
 
-        norms = measure.gradient_noise(setting.model, params, sample, num_batches=scale.noise_batches,
-                                       batch_size=scale.noise_batch_size, big_batch=scale.noise_big_batch,
-                                       generator=gen)
+        norms, deviations = measure.gradient_noise(
+            setting.model, params, sample, num_batches=scale.noise_batches, batch_size=scale.noise_batch_size,
+            big_batch=scale.noise_big_batch, generator=gen, deviations=True)
+        X = deviations.double().cpu()
+        X = X - X.mean(0)
+        spectrum = torch.linalg.eigvalsh(X.T @ X / max(1, X.shape[0] - 1)).flip(0).clamp_min(0.0)
         return {"noise": pd.DataFrame({"seed": seed, "sample": range(len(norms)),
-                                       "value": norms.double().cpu().numpy()})}
+                                       "value": norms.double().cpu().numpy()}),
+                "spectrum": pd.DataFrame({"seed": seed, "index": range(len(spectrum)),
+                                          "value": spectrum.numpy()})}
 
     return _get("noise", config, compute, setting, scale, store, cached_only)
 
 
-def lr_sweep(setting, scale=None, *, device="auto", store=None, progress=None, cached_only=False):
-    """The grid search: every rate of ``setting.grid(optimizer, scale.grid_points)`` for both
-    optimizers, ``scale.sweep_seeds``, ``scale.sweep_steps`` iterations, one batched program.
+def noise_at_seeds(setting, scale=None, *, seeds=None, device="auto", store=None, progress=None, cached_only=False):
+    """:func:`gradient_noise` at every initialisation seed of ``seeds`` (None: the scale's
+    ``noise_seeds``), frames ``noise`` and ``spectrum`` concatenated."""
+    setting, scale = _resolve(setting, scale)
+    seeds = check_seeds("seeds", scale.noise_seeds if seeds is None else seeds)
+    got = [gradient_noise(setting, scale.name, seed=s, device=device, store=store, progress=progress,
+                          cached_only=cached_only) for s in seeds]
+    return {k: pd.concat([g.frames[k] for g in got], ignore_index=True) for k in ("noise", "spectrum")}
 
-    Frame ``sweep``: ``setting, optimizer, lr, seed, final_loss, diverged`` with
+
+VARIANTS = ("softmax", "separate_qk", "large")
+"""Model variants the paper gives no learning rates for: their grid has
+``scale.variant_grid_points`` points."""
+
+def sweep_rates(setting, scale=None, *, points: int | None = None) -> list[tuple[str, float]]:
+    """The ``(optimizer, lr)`` pairs of the grid search: :meth:`Setting.grid` with the scale's
+    ``grid_points``, or ``variant_grid_points`` for :data:`VARIANTS` (``points`` overrides)."""
+    setting, scale = _resolve(setting, scale)
+    if points is None:
+        points = scale.variant_grid_points if setting.name in VARIANTS else scale.grid_points
+    return [(o, lr) for o in OPTIMIZERS for lr in setting.grid(o, check_int("points", points))]
+
+
+def lr_sweep(setting, scale=None, *, points: int | None = None, device="auto", store=None, progress=None,
+             cached_only=False):
+    """The learning-rate grid search: every rate of :func:`sweep_rates` for both optimizers,
+    ``scale.sweep_seeds``, ``scale.sweep_steps`` iterations (or the setting's horizon, if
+    shorter), one batched program.
+
+    Frame ``sweep``: ``setting, optimizer, lr, seed, final_loss, diverged, diverged_step`` with
     ``final_loss`` the mean training loss over the last 10% of steps (NaN if diverged).
     """
     setting, scale = _resolve(setting, scale)
     dev = resolve_device(device)
-    configs = [(o, lr) for o in OPTIMIZERS for lr in setting.grid(o, scale.grid_points)]
+    configs = sweep_rates(setting, scale.name, points=points)
+    steps = min(scale.sweep_steps, scale.steps_for(setting))           # never longer than the main runs
     config = {**_describe(setting), "configs": configs, "seeds": list(scale.sweep_seeds),
-              "steps": scale.sweep_steps, "batch_size": scale.batch_size, "clip": setting.clip,
+              "steps": steps, "batch_size": scale.batch_size, "clip": setting.clip,
               "device": dev.type}
 
     def compute():
-        res = train(setting.model, setting.prompts, configs, scale.sweep_seeds, steps=scale.sweep_steps,
+        res = train(setting.model, setting.prompts, configs, scale.sweep_seeds, steps=steps,
                     batch_size=scale.batch_size, optim_config=OptimConfig(clip=setting.clip),
-                    eval_every=scale.sweep_steps, checkpoint_every=None, device=dev, progress=progress,
+                    eval_every=steps, checkpoint_every=None, device=dev, progress=progress,
                     desc=f"{setting.name} lr grid")
         h = res.history[res.history.quantity == "loss"]
-        tail = h[h.step >= scale.sweep_steps - max(1, scale.sweep_steps // 10)]
+        tail = h[h.step >= steps - max(1, steps // 10)]
         final = tail.groupby(["optimizer", "lr", "seed"], sort=False).value.mean().rename("final_loss")
-        sweep = res.runs[["optimizer", "lr", "seed", "diverged"]].merge(
+        sweep = res.runs[["optimizer", "lr", "seed", "diverged", "diverged_step"]].merge(
             final.reset_index(), on=["optimizer", "lr", "seed"])
         sweep.loc[sweep.diverged, "final_loss"] = float("nan")
-        return {"sweep": sweep}
+        return {"sweep": sweep[["optimizer", "lr", "seed", "final_loss", "diverged", "diverged_step"]]}
 
     return _get("sweep", config, compute, setting, scale, store, cached_only)

@@ -316,6 +316,116 @@ def rmed_curves(conditioning: pd.DataFrame, method: str, setting: str | None = N
 
 
 @_styled
+def rmed_vs_batch_size(curve: pd.DataFrame, method: str, setting: str | None = None, ax: Axes | None = None,
+                       optimizers=("sgdm", "adam")) -> Axes:
+    """``R_med`` of fixed checkpoints against the size of the evaluation batch (log-log):
+    one dot per independent batch, a line through the medians per size, per optimizer.
+
+    curve : tidy (setting, optimizer, lr, seed, step, size, batch, method, value), as
+    :func:`lintf.experiments.batch_size_curve` returns, one setting.
+    """
+    _check_frame("curve", curve, _RUN + ["step", "size", "batch", "method", "value"])
+    check_choice("method", method, tuple(_RMED_LABEL))
+    optimizers = _check_optimizers(optimizers)
+    c = _one_setting(curve, setting, "curve")
+    c = c[(c["method"] == method) & np.isfinite(c["value"]) & (c["value"] > 0)]
+    ax = _ax(ax)
+    offsets = {opt: 1.0 + 0.04 * (i - (len(optimizers) - 1) / 2) for i, opt in enumerate(optimizers)}
+    for opt in optimizers:
+        g = c[c["optimizer"] == opt]
+        if g.empty:
+            continue
+        ax.scatter(g["size"] * offsets[opt], g["value"], s=12, alpha=0.45, color=PALETTE[opt], linewidths=0)
+        med = g.groupby("size")["value"].median()
+        step = int(g["step"].iloc[0])
+        ax.plot(med.index, med.to_numpy(), color=PALETTE[opt], marker="o", ms=4,
+                label=f"{LABELS[opt]} (seed {int(g['seed'].iloc[0])}, iteration {step})")
+    _log(ax, "x")
+    _log(ax, "y")
+    ax.set_xlabel("prompts in the evaluation batch (log scale)")
+    ax.set_ylabel(_RMED_LABEL[method] + "\n(log scale)")
+    ax.legend()
+    return ax
+
+
+@_styled
+def ratio_by_protocol(ratios: pd.DataFrame, setting: str | None = None, ax: Axes | None = None,
+                      protocols=("authors", "batches", "large")) -> Axes:
+    """Per-seed ratios ``R_med(SGDM) / R_med(Adam)`` side by side for each evaluation protocol
+    and iteration (log y, one dot per seed, a bar at the geometric mean, a line at 1).
+
+    ratios : tidy (setting, eval_batch, step, seed, ratio), one setting; for the ``batches``
+    protocol a seed's ratio is the geometric mean over its batches.
+    """
+    _check_frame("ratios", ratios, ["setting", "eval_batch", "step", "seed", "ratio"])
+    r = _one_setting(ratios, setting, "ratios")
+    r = r[np.isfinite(r["ratio"]) & (r["ratio"] > 0)]
+    ax = _ax(ax)
+    steps = sorted(r["step"].unique())
+    protocols = [p for p in protocols if p in set(r["eval_batch"])]
+    colors = {"authors": "#CC78BC", "batches": "#029E73", "large": "#56B4E9", "fixed": "#949494"}
+    width = 0.8 / max(1, len(protocols))
+    rng = np.random.default_rng(0)
+    for i, step in enumerate(steps):
+        for j, prot in enumerate(protocols):
+            v = r[(r["step"] == step) & (r["eval_batch"] == prot)]["ratio"].to_numpy()
+            if v.size == 0:
+                continue
+            x = i + (j - (len(protocols) - 1) / 2) * width
+            ax.scatter(x + rng.uniform(-width / 4, width / 4, v.size), v, s=10, alpha=0.6,
+                       color=colors.get(prot, "#333333"), linewidths=0, label=prot if i == 0 else None)
+            ax.hlines(np.exp(np.log(v).mean()), x - width / 3, x + width / 3, color="black", lw=1.4)
+    ax.axhline(1.0, color=FIT_COLOR, lw=0.8, ls="--")
+    ax.set_xticks(range(len(steps)), [f"iteration {s}" for s in steps])
+    _log(ax, "y")
+    ax.set_ylabel("R_med(SGDM) / R_med(Adam)\nper seed (log scale)")
+    ax.legend(title="evaluation batch")
+    return ax
+
+
+VERDICT_COLORS = {"holds": "#0173B2", "does not hold": "#D55E00", "inconclusive": "#7F7F7F"}
+"""One colour per verdict, for every figure and badge of the book."""
+
+
+@_styled
+def forest(parts: pd.DataFrame, ax: Axes | None = None) -> Axes:
+    """Every part of every claim on one axis: its statistic minus its threshold, signed so
+    that the claimed side is to the right, with the decision rule's one-sided bounds, coloured
+    by the part's verdict (symmetric-log x axis: the parts' units differ, the side does not).
+
+    parts : one row per part: claim, part, statistic, low, high, threshold, side, verdict.
+    """
+    _check_frame("parts", parts, ["claim", "part", "statistic", "low", "high", "threshold", "side", "verdict"])
+    sign = np.where(parts["side"].to_numpy() == "greater", 1.0, -1.0)
+    centre = (parts["statistic"].to_numpy(dtype=float) - parts["threshold"].to_numpy(dtype=float)) * sign
+    lo = (parts["low"].to_numpy(dtype=float) - parts["threshold"].to_numpy(dtype=float)) * sign
+    hi = (parts["high"].to_numpy(dtype=float) - parts["threshold"].to_numpy(dtype=float)) * sign
+    left, right = np.minimum(lo, hi), np.maximum(lo, hi)
+    n = len(parts)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(FULL_WIDTH, max(2.0, 0.22 * n + 0.8)))
+    finite = np.concatenate([v[np.isfinite(v)] for v in (centre, left, right)] or [np.zeros(1)])
+    span = float(np.max(np.abs(finite))) * 1.5 if finite.size else 1.0
+    y = np.arange(n)[::-1]
+    for i, row in enumerate(parts.itertuples()):
+        color = VERDICT_COLORS.get(row.verdict, "#333333")
+        a = left[i] if np.isfinite(left[i]) else -span
+        b = right[i] if np.isfinite(right[i]) else span
+        ax.plot([a, b], [y[i], y[i]], color=color, lw=2.2, alpha=0.8, solid_capstyle="butt")
+        if np.isfinite(centre[i]):
+            ax.plot(centre[i], y[i], "o", color=color, ms=4)
+    ax.axvline(0, color=FIT_COLOR, lw=0.9)
+    ax.set_xscale("symlog", linthresh=0.1)
+    ax.set_xlim(-span, span)
+    ax.set_yticks(y, [f"{int(r.claim)}: {r.part}"[:60] for r in parts.itertuples()], fontsize=7)
+    ax.set_xlabel("statistic minus threshold, claimed side to the right (symmetric log scale)")
+    handles = [Line2D([], [], color=c, lw=2.2, label=v) for v, c in VERDICT_COLORS.items()]
+    ax.legend(handles=handles, loc="lower right", fontsize=8)
+    ax.grid(axis="y", alpha=0.15)
+    return ax
+
+
+@_styled
 def smoothness_curves(history: pd.DataFrame, setting: str | None = None, ax: Axes | None = None,
                       window: int = 50, band: str = "range", optimizers=("sgdm", "adam")) -> Axes:
     """Directional smoothness ``u^T H u`` against iteration on a log axis (Fig 5).

@@ -1,4 +1,4 @@
-"""The paper's named settings and the book's three scales, as plain data (SPEC sections 3, 5).
+"""The paper's named settings and the book's three scales, as plain data.
 
 A :class:`Setting` is *what* is trained (model, prompts, learning rates, clipping); a
 :class:`Scale` is *how much* (iterations, seeds, batch sizes, measurement sizes). Chapters
@@ -114,6 +114,13 @@ def get_setting(name) -> Setting:
     return SETTINGS[check_choice("setting", name, SETTINGS)]
 
 
+EVAL_PROTOCOLS = ("fixed", "authors", "batches", "large")
+"""Evaluation batches of ``R_med`` (:func:`lintf.experiments.conditioning`): ``fixed``, the book's
+own evaluation batch (the loss curves' one); ``authors``, the authors' batch of 1000 prompts
+drawn after seeding with 99 (:func:`lintf.data.authors_prompts`), shared by every seed, the
+paper's protocol; ``batches``, independent batches of ``eval_size`` prompts for each seed;
+``large``, one batch of ``eval_large`` prompts for each seed."""
+
 CORE = ("setting1", "setting2", "setting3", "gamma")
 """Settings at a scale's full horizon (``gamma`` is Setting 3 under its Sec. 4.1 name)."""
 
@@ -136,7 +143,22 @@ class Scale:
     table_steps : the iterations of the condition-number table (the paper's 750, 1250).
     sweep_steps, sweep_seeds, grid_points : the learning-rate grid search.
     noise_batches, noise_batch_size, noise_big_batch : gradient noise at initialisation
-        (``noise_batches`` minibatch gradients of ``noise_batch_size`` vs one of ``noise_big_batch``).
+        (``noise_batches`` minibatch gradients of ``noise_batch_size`` vs one of ``noise_big_batch``),
+        measured at each of ``noise_seeds`` (initialisations: the units claim 2 is decided on).
+    table_seeds, table_horizon : the condition-number table's own experiment: SGDM and Adam
+        from every one of ``table_seeds``, trained ``table_horizon`` iterations, Hessians at
+        ``table_steps`` (the seeds are cheap at this horizon; the long loss runs keep ``seeds``).
+    eval_size, eval_batches, eval_large, eval_protocol : the evaluation protocols of ``R_med``
+        (:data:`EVAL_PROTOCOLS`): batches of ``eval_size`` prompts (the authors' 1000), ``eval_batches``
+        independent ones per seed, one batch of ``eval_large`` per seed; ``eval_protocol`` is the
+        one claim 3 is decided on.
+    curve_sizes, curve_chunks : the batch-size figure: ``R_med`` of a few fixed checkpoints on
+        batches of each size, built from ``curve_chunks`` disjoint batches of ``eval_size``.
+    variant_grid_points : points of the learning-rate grid of the model variants (softmax,
+        separate Q/K, the large model), whose rates the paper does not give.
+    depth_grid : factors of the paper's depth rates tried, from the largest down, by
+        :func:`lintf.experiments.stable_search`: the depth runs use the largest rate at which
+        none of their seeds diverges within the depth horizon.
     """
 
     name: str
@@ -159,6 +181,17 @@ class Scale:
     depth_steps: int | None = None
     extra_steps: int | None = None
     large_steps: int | None = None
+    table_seeds: tuple = tuple(range(20))
+    table_horizon: int = 1500
+    eval_size: int = 1000
+    eval_batches: int = 3
+    eval_large: int = 5000
+    eval_protocol: str = "large"
+    curve_sizes: tuple = (1000, 2000, 5000, 10000, 20000)
+    curve_chunks: int = 40
+    noise_seeds: tuple = (0, 1, 2, 3, 4, 5)
+    variant_grid_points: int = 4
+    depth_grid: tuple = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_every", "smoothness_every", "checkpoint_every", "sweep_steps",
@@ -172,6 +205,21 @@ class Scale:
                 raise ValueError(f"{name} must be multiples of checkpoint_every={self.checkpoint_every}, got {steps}")
         if self.hessian_steps is not None and not set(self.table_steps) <= set(self.hessian_steps):
             raise ValueError(f"table_steps {self.table_steps} must be among hessian_steps {self.hessian_steps}")
+        for name in ("table_horizon", "eval_size", "eval_batches", "eval_large", "curve_chunks",
+                     "variant_grid_points"):
+            check_int(name, getattr(self, name))
+        check_seeds("table_seeds", self.table_seeds)
+        check_seeds("noise_seeds", self.noise_seeds)
+        check_choice("eval_protocol", self.eval_protocol, EVAL_PROTOCOLS)
+        if max(self.table_steps) > self.table_horizon or any(s % self.checkpoint_every for s in self.table_steps):
+            raise ValueError(f"table_steps {self.table_steps} must be checkpoints (multiples of "
+                             f"{self.checkpoint_every}) within table_horizon={self.table_horizon}")
+        if self.eval_large % self.eval_size or any(c % self.eval_size for c in self.curve_sizes):
+            raise ValueError(f"eval_large={self.eval_large} and curve_sizes {self.curve_sizes} must be multiples "
+                             f"of eval_size={self.eval_size}")
+        if self.eval_batches * self.eval_size > self.eval_large:
+            raise ValueError(f"eval_batches x eval_size ({self.eval_batches} x {self.eval_size}) must not exceed "
+                             f"eval_large={self.eval_large}: the batches are the first chunks of the large batch")
 
     def steps_for(self, setting: Setting) -> int:
         """Iterations for ``setting`` (see the class docstring)."""
@@ -193,16 +241,22 @@ class Scale:
 
 
 SCALES: dict[str, Scale] = {s.name: s for s in [
-    Scale("paper", steps=10000, seeds=tuple(range(6))),
+    Scale("paper", steps=10000, seeds=tuple(range(6)), table_seeds=tuple(range(50)), eval_batches=10,
+          eval_large=20000, curve_sizes=(1000, 2000, 5000, 10000, 20000, 50000, 100000), curve_chunks=300,
+          noise_seeds=tuple(range(6))),
     # Fits a 20-minute build on 2 CPU cores from an empty store (measured: README).
-    Scale("cpu", steps=10000, seeds=(0, 1, 2), smoothness_every=10, hessian_steps=tuple(range(0, 1501, 250)),
+    Scale("cpu", steps=5000, seeds=tuple(range(6)), smoothness_every=10, hessian_steps=tuple(range(0, 1501, 250)),
           extra_hessian_steps=tuple(range(0, 1251, 250)), hessian_max_params=300, sweep_steps=300,
-          sweep_seeds=(0, 1), noise_batches=2000, noise_big_batch=20000, depth_steps=1500, extra_steps=800,
-          large_steps=200),
-    Scale("ci", steps=60, seeds=(0, 1, 2), batch_size=100, eval_every=10, checkpoint_every=20,
+          sweep_seeds=(0, 1), noise_batches=1000, noise_big_batch=20000, depth_steps=1500, extra_steps=800,
+          large_steps=200, table_seeds=tuple(range(20)), eval_batches=3, eval_large=5000,
+          curve_sizes=(1000, 2000, 5000, 10000, 20000), curve_chunks=40, noise_seeds=tuple(range(6)),
+          variant_grid_points=4),
+    Scale("ci", steps=60, seeds=(0, 1, 2, 3, 4, 5), batch_size=100, eval_every=10, checkpoint_every=20,
           hessian_steps=(0, 20, 40), extra_hessian_steps=(0, 20), hessian_max_params=300, table_steps=(20, 40),
           sweep_steps=20, sweep_seeds=(0, 1), grid_points=4, noise_batches=40, noise_batch_size=100,
-          noise_big_batch=1000),
+          noise_big_batch=1000, table_seeds=tuple(range(6)), table_horizon=60, eval_size=100, eval_batches=2,
+          eval_large=300, curve_sizes=(100, 200, 400), curve_chunks=8, noise_seeds=tuple(range(6)),
+          variant_grid_points=3, depth_grid=(0.25, 1.0)),
 ]}
 
 

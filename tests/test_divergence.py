@@ -140,8 +140,8 @@ def test_claim_means_leave_diverged_runs_out(program):
     sweep = _sweep(program)
     chosen = {(NAME, o): _reference_best(sweep, o)[0] for o in GRID}
     with strict():
-        auto = claims.claim1(program.history, runs=program.runs, n_boot=200)
-        given = claims.claim1(program.history, lrs=chosen, runs=program.runs, n_boot=200)
+        auto = claims.claim1(program.history, runs=program.runs)
+        given = claims.claim1(program.history, lrs=chosen, runs=program.runs)
     assert auto.statistic == given.statistic
 
     def log_final(o, seed):
@@ -165,9 +165,9 @@ def test_a_seed_that_diverges_at_the_chosen_rate_is_left_out_of_the_mean(program
     runs.loc[(runs.optimizer == "adam") & (runs.lr == chosen[(NAME, "adam")]) & (runs.seed == lost),
              ["diverged", "diverged_step"]] = [True, 12]
     with strict():
-        v = claims.claim1(h, lrs=chosen, runs=runs, n_boot=200)
-        v4 = claims.claim4(h, lrs=chosen, runs=runs, n_boot=200)
-        v5 = claims.claim5(h, lrs=chosen, runs=runs, n_boot=200)
+        v = claims.claim1(h, lrs=chosen, runs=runs)
+        v4 = claims.claim4(h, lrs=chosen, runs=runs)
+        v5 = claims.claim5(h, lrs=chosen, runs=runs)
     assert sorted(v.details["data"].seed) == [s for s in SEEDS if s != lost]
     full = claims.final_loss(program.history, runs=program.runs)
 
@@ -186,8 +186,8 @@ def test_claims_at_a_rate_where_every_run_diverged(program):
     """All SGDM runs at 1e3 diverged: the claims say so and stay untested, without NaN warnings."""
     lrs = {(NAME, "sgdm"): 1e3, (NAME, "adam"): 0.01}
     with strict():
-        verdicts = [claims.claim1(program.history, lrs=lrs, runs=program.runs, n_boot=200),
-                    claims.claim4(program.history, lrs=lrs, runs=program.runs, n_boot=200)]
+        verdicts = [claims.claim1(program.history, lrs=lrs, runs=program.runs),
+                    claims.claim4(program.history, lrs=lrs, runs=program.runs)]
     for v in verdicts:
         assert v.verdict == "inconclusive" and not len(v.details["parts"]), v.evidence
         assert math.isnan(v.statistic)

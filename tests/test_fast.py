@@ -200,13 +200,15 @@ def test_engine_trains_every_variant(variant):
 
 @pytest.mark.parametrize("model, n, lead_p, lead_b", [(Model(L=2, d=2), 5, (2, 3), (3,)), SHAPES[2], SHAPES[3],
                                                      SHAPES[4], SHAPES[6], (Model(L=4, d=2, parametrization="block"), 5, (), ())])
-@pytest.mark.parametrize("chunk", [None, 3])
-def test_hessian_matches_autograd(model, n, lead_p, lead_b, chunk):
-    """The layer-by-layer forward-over-reverse Hessian equals autograd's Hessian of the textbook
-    loss (eqs. 7-8 through :func:`lintf.model.loss`), run by run, in float64."""
+@pytest.mark.parametrize("kw", [dict(method="jvp"), dict(method="jvp", chunk=3), dict(), dict(prompt_chunk=3)],
+                         ids=["jvp", "jvp-chunk3", "direct", "direct-prompts3"])
+def test_hessian_matches_autograd(model, n, lead_p, lead_b, kw):
+    """Both routes (the hand-written second-order adjoint, default, and the layer-by-layer
+    forward-over-reverse) equal autograd's Hessian of the textbook loss (eqs. 7-8 through
+    :func:`lintf.model.loss`), run by run, in float64; ``prompt_chunk=3`` splits B=7 unevenly."""
     params, Z, y = draw(model, n, lead_p, lead_b, B=7, seed=8, std=0.4)
     A0, z0 = fast.summarize(Z)
-    H = fast.hessian(model, params, A0, z0, y, n, chunk=chunk)
+    H = fast.hessian(model, params, A0, z0, y, n, **kw)
     runs = torch.broadcast_shapes(lead_p, lead_b)
     p = model.num_params
     theta = model.flatten(params).expand(*runs, p).reshape(-1, p)
@@ -216,3 +218,29 @@ def test_hessian_matches_autograd(model, n, lead_p, lead_b, chunk):
     assert H.shape == ref.shape
     assert ref.abs().max() > 1e-3
     assert torch.allclose(H, ref, rtol=1e-9, atol=1e-11 * ref.abs().max())
+
+
+@pytest.mark.parametrize("model, n", [(Model(L=3, d=5, parametrization="block"), 20), (Model(L=3, d=5), 5)])
+def test_hessian_in_prompt_chunks_equals_unchunked(model, n):
+    """The Hessian of the mean is the prompt-weighted mean of the chunks' Hessians: chunks
+    smaller than B, one not dividing it, and the whole batch at once agree to rounding, with
+    the forward-mode route too; several runs sharing a batch."""
+    params, Z, y = draw(model, n, (2,), (), B=301, seed=9, std=0.3)
+    A0, z0 = fast.summarize(Z)
+    whole = fast.hessian(model, params, A0, z0, y, n, prompt_chunk=301)
+    scale = whole.abs().max()
+    for prompt_chunk in (64, 100, 1000):
+        H = fast.hessian(model, params, A0, z0, y, n, prompt_chunk=prompt_chunk)
+        assert (H - whole).abs().max() <= 1e-12 * scale, prompt_chunk
+    assert (fast.hessian(model, params, A0, z0, y, n, method="jvp") - whole).abs().max() <= 1e-12 * scale
+    assert torch.equal(whole, whole.transpose(-1, -2))
+
+
+def test_hessian_rejects_bad_method_and_chunk():
+    model, n = Model(L=2, d=3), 4
+    params, Z, y = draw(model, n, (), ())
+    A0, z0 = fast.summarize(Z)
+    with pytest.raises(ValueError, match="method"):
+        fast.hessian(model, params, A0, z0, y, n, method="bfgs")
+    with pytest.raises(ValueError, match="prompt_chunk"):
+        fast.hessian(model, params, A0, z0, y, n, prompt_chunk=0)

@@ -108,6 +108,8 @@ def test_hessian_of_base_model_is_symmetric_and_shared_batch_broadcasts():
     assert torch.allclose(H, H.transpose(-1, -2), atol=1e-12)
     one = measure.hessian(model, per_run(params, 1), Z, y)
     assert torch.allclose(H[1], one, rtol=1e-12, atol=1e-14)
+    chunked = measure.hessian(model, params, Z, y, prompt_chunk=3)     # 8 prompts as 3 + 3 + 2
+    assert torch.allclose(chunked, H, rtol=1e-12, atol=1e-12 * H.abs().max())
 
 
 # -- robust condition number -------------------------------------------------------------------

@@ -1,0 +1,246 @@
+"""Which chapter decides which claim, on which experiments: one place for the book.
+
+Every verdict of the book comes from :func:`verdict`, in the chapter that owns the claim
+(:data:`CLAIM_CHAPTER`) and on the scorecard alike: the same function reads the same stored
+experiments (the scorecard with ``cached_only=True``, so it never recomputes), hence the
+scorecard shows exactly the chapters' verdicts. :func:`inputs` says which experiments a
+claim reads; :func:`builder` which chapter computes an experiment.
+
+The settings each claim compares, and the learning rates:
+
+1. Settings 1-3 at their default rates (Fig 2).
+2. Gradient noise at every ``scale.noise_seeds`` initialisation of Settings 1-3, the sphere and
+   gamma covariates and the four depths.
+3. ``R_med`` on the scale's verdict protocol (``scale.eval_protocol``): Settings 1-3 from the
+   table's experiment (``scale.table_seeds``, :func:`lintf.experiments.table_conditioning`);
+   the covariate and depth parts from the runs of those chapters, at the table's iterations.
+4. and 5. Directional smoothness of Settings 1-3 (Figs 5, 16).
+6. The depths at the largest rate of the depth grid at which no seed diverged (``lrs="stable"``).
+7. Sphere against gamma (and gaussian Setting 1) covariates at their default rates.
+8. Linear (Setting 1) against softmax attention, each at the best rate of the same small grid.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pandas as pd
+
+from . import claims
+from . import experiments as E
+from .checks import check_choice, check_int
+from .settings import EVAL_PROTOCOLS, PAPER_CONDITION_RATIOS, Scale, default_scale, get_scale, get_setting
+
+BASE = claims.DEFAULT_SETTINGS
+TAILS = (claims.TAILS["sphere"], claims.TAILS["gamma"])
+DEPTHS = tuple(claims.DEPTHS.values())
+SMOOTH = BASE
+"""Settings whose directional smoothness claims 4 and 5 are decided on."""
+NOISE = BASE + TAILS + DEPTHS
+"""Settings whose gradient noise claim 2 compares."""
+
+CLAIM_CHAPTER = {1: "adaptive_vs_sgd", 2: "heavy_tails", 3: "conditioning", 4: "smoothness", 5: "smoothness",
+                 6: "depth", 7: "heavy_tails", 8: "adaptive_vs_sgd"}
+"""The chapter that shows the figures behind each claim and states its verdict first."""
+
+CHAPTER_TITLES = {"adaptive_vs_sgd": "Adam against SGD", "heavy_tails": "Heavy-tailed noise",
+                  "conditioning": "Condition numbers", "smoothness": "Smoothness", "depth": "Depth",
+                  "nonlinear": "Nonlinear regression"}
+
+
+def builder(kind: str, setting: str) -> str:
+    """The chapter whose build computes experiment ``kind`` of ``setting``."""
+    if setting.startswith("depth"):
+        return "depth"
+    if setting == "nonlinear":
+        return "nonlinear"
+    if setting in TAILS or kind == "noise":
+        return "heavy_tails"
+    if kind == "conditioning":
+        return "conditioning"
+    return "adaptive_vs_sgd"
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What every chapter passes on: the scale, device, and the seeds and horizon of the
+    long runs (None: the scale's)."""
+
+    scale: Scale
+    device: str = "auto"
+    seeds: tuple | None = None
+    steps: int | None = None
+    cached_only: bool = False
+    progress: bool | None = None
+    eval_batch: str | None = None
+
+    @classmethod
+    def of(cls, p, *, cached_only: bool = False, progress=None, eval_batch=None) -> "Context":
+        """From a chapter's :class:`lintf.chapter.Parameters` (``eval_batch``: the protocol
+        claim 3 is decided on, None: the scale's)."""
+        return cls(p.scale, p.device, p.seeds, p.steps, cached_only, progress, eval_batch)
+
+    @property
+    def protocol(self) -> str:
+        """The evaluation protocol claim 3 is decided on."""
+        return check_choice("eval_batch", self.eval_batch or self.scale.eval_protocol, EVAL_PROTOCOLS)
+
+    def kw(self) -> dict:
+        return dict(device=self.device, cached_only=self.cached_only, progress=self.progress)
+
+
+def _concat(frames):
+    frames = [f for f in frames if f is not None and len(f)] or [f for f in frames if f is not None]
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def _training(ctx: Context, settings, lrs="default", steps=None):
+    got = [E.training(s, ctx.scale.name, lrs=lrs, seeds=ctx.seeds, steps=steps or ctx.steps, **ctx.kw())
+           for s in settings]
+    return {"history": _concat([g.frames["history"] for g in got]),
+            "runs": _concat([g.frames["runs"] for g in got])}
+
+
+def claim8_rates(ctx: Context, setting: str) -> dict:
+    """Claim 8's rate of ``setting``: the best of the same small grid for every attention
+    (``scale.variant_grid_points`` points), so that neither is favoured by a finer grid."""
+    return E.learning_rates(setting, ctx.scale.name, lrs="grid", points=ctx.scale.variant_grid_points,
+                            **ctx.kw())
+
+
+def inputs(claim: int, ctx: Context) -> dict:
+    """The frames claim ``claim`` is decided on (computed, or read when ``ctx.cached_only``;
+    a missing stored result raises ``LookupError``)."""
+    claim = check_int("claim", claim)
+    check_choice("claim", str(claim), [str(k) for k in CLAIM_CHAPTER])
+    sc = ctx.scale
+    if claim == 1:
+        return _training(ctx, BASE)
+    if claim in (4, 5):
+        return _training(ctx, SMOOTH)
+    if claim == 2:
+        got = [E.noise_at_seeds(s, sc.name, **ctx.kw()) for s in NOISE]
+        return {k: _concat([g[k] for g in got]) for k in ("noise", "spectrum")}
+    if claim == 3:
+        table = [E.table_conditioning(s, sc.name, eval_batch=ctx.protocol, **ctx.kw()).frames["conditioning"]
+                 for s in BASE]
+        table_runs = [E.training(s, sc.name, seeds=sc.table_seeds, steps=sc.table_horizon, **ctx.kw())
+                      .frames["runs"] for s in BASE]
+        others = [s for s in TAILS + DEPTHS if s not in BASE and s != "gamma"]
+        lrs = {s: ("stable" if s.startswith("depth") else "default") for s in others}
+        rest = [E.conditioning(s, sc.name, eval_batch=ctx.protocol, at="table", lrs=lrs[s], seeds=ctx.seeds,
+                               steps=ctx.steps, **ctx.kw()).frames["conditioning"] for s in others]
+        rest_runs = [E.training(s, sc.name, lrs=lrs[s], seeds=ctx.seeds, steps=ctx.steps, **ctx.kw())
+                     .frames["runs"] for s in others]
+        return {"conditioning": _concat(table + rest), "runs": _concat(table_runs + rest_runs)}
+    if claim == 6:
+        return _training(ctx, DEPTHS, lrs="stable")
+    if claim == 7:
+        return _training(ctx, TAILS + ("setting1",))
+    # claim 8: each attention at its own best rate, compared at the softmax horizon
+    horizon = ctx.steps or sc.steps_for(get_setting("softmax"))
+    got = {s: E.training(s, sc.name, lrs=claim8_rates(ctx, s), seeds=ctx.seeds, steps=horizon, **ctx.kw())
+           for s in ("setting1", "softmax")}
+    return {"history": _concat([g.frames["history"] for g in got.values()]),
+            "runs": _concat([g.frames["runs"] for g in got.values()])}
+
+
+def decide(claim: int, data: dict, ctx: Context) -> claims.Verdict:
+    """The verdict of claim ``claim`` on the frames of :func:`inputs`."""
+    scale = ctx.scale
+    if claim == 1:
+        return claims.claim1(data["history"], settings=BASE, runs=data["runs"])
+    if claim == 2:
+        return claims.claim2(data["noise"], data["spectrum"])
+    if claim == 3:
+        # gamma covariates are Setting 3 (the same runs, stored once)
+        return claims.claim3(data["conditioning"], steps=scale.table_steps, eval_batch=ctx.protocol,
+                             tails={**claims.TAILS, "gamma": "setting3"}, runs=data["runs"])
+    if claim == 4:
+        return claims.claim4(data["history"], settings=SMOOTH, runs=data["runs"])
+    if claim == 5:
+        return claims.claim5(data["history"], settings=SMOOTH, runs=data["runs"])
+    if claim == 6:
+        return claims.claim6(data["history"], runs=data["runs"])
+    if claim == 7:
+        return claims.claim7(data["history"], runs=data["runs"])
+    return claims.claim8(data["history"], runs=data["runs"])
+
+
+def verdict(claim: int, ctx: Context) -> claims.Verdict:
+    """Claim ``claim`` decided on its experiments: what its chapter and the scorecard show."""
+    return decide(claim, inputs(claim, ctx), ctx)
+
+
+def scorecard(ctx: Context) -> tuple[dict, list[dict]]:
+    """Every claim's verdict from the stored results (``ctx`` read-only), and the claims that
+    could not be decided because an experiment is missing: ``(verdicts, missing)`` with
+    ``missing`` rows ``claim, chapter, reason``."""
+    ctx = dataclasses.replace(ctx, cached_only=True)
+    verdicts, missing = {}, []
+    for k in CLAIM_CHAPTER:
+        try:
+            verdicts[k] = verdict(k, ctx)
+        except LookupError as err:
+            missing.append({"claim": k, "chapter": CLAIM_CHAPTER[k], "reason": str(err)})
+    return verdicts, missing
+
+
+def context(scale=None, **kw) -> Context:
+    """A :class:`Context` for ``scale`` (None: :func:`lintf.settings.default_scale`)."""
+    return Context(get_scale(default_scale() if scale is None else scale), **kw)
+
+
+TABLE_PROTOCOLS = ("authors", "batches", "large")
+"""The columns of the condition-number table: the paper's protocol, then the landscape ones."""
+
+
+def _cell(mean, sd=math.nan, digits=2) -> str:
+    if not math.isfinite(mean):
+        return "-"
+    return f"{mean:.{digits}f} ({sd:.{digits}f})" if math.isfinite(sd) else f"{mean:.{digits}f}"
+
+
+def _bounds(low, high, digits=2) -> str:
+    fmt = lambda v: f"{v:.{digits}f}" if math.isfinite(v) and v != 0 else ("0" if v == 0 else "inf")
+    return f"[{fmt(low)}, {fmt(high)}]"
+
+
+def condition_tables(ctx: Context, settings=BASE, method: str = "diag") -> dict:
+    """The condition-number table three ways, from the table's experiment.
+
+    Returns ``{"frames": {protocol: conditioning frame}, "runs": runs, "stats": {protocol:
+    lintf.claims.condition_ratio_table}, "table": the display table, "per_seed": tidy
+    (setting, eval_batch, step, seed, ratio)}``. Display columns: the paper's mean (sd) over
+    6 seeds; ours on the authors' batch, mean (sd) over seeds; ours over the K batches of
+    each seed, median over batches of the per-batch table statistic [min, max]; ours on the
+    large batch, mean (sd), geometric mean and the decision rule's bounds.
+    """
+    check_choice("method", method, ("eig", "diag"))
+    sc = ctx.scale
+    frames = {pr: _concat([E.table_conditioning(s, sc.name, eval_batch=pr, **ctx.kw()).frames["conditioning"]
+                           for s in settings]) for pr in TABLE_PROTOCOLS}
+    runs = _concat([E.training(s, sc.name, seeds=sc.table_seeds, steps=sc.table_horizon, **ctx.kw()).frames["runs"]
+                    for s in settings])
+    stats_ = {pr: claims.condition_ratio_table(f, steps=sc.table_steps, method=method, eval_batch=pr,
+                                               paper=PAPER_CONDITION_RATIOS, runs=runs).set_index(["setting", "step"])
+              for pr, f in frames.items()}
+    rows = []
+    for s in settings:
+        for step in sc.table_steps:
+            a, b, g = (stats_[pr].loc[(s, step)] if (s, step) in stats_[pr].index else None for pr in TABLE_PROTOCOLS)
+            pm, psd = PAPER_CONDITION_RATIOS.get(s, {}).get(step, (math.nan, math.nan))
+            rows.append({
+                "setting": get_setting(s).title, "iteration": step,
+                "paper: mean (sd), 6 seeds": _cell(pm, psd),
+                "authors' batch: mean (sd)": _cell(a["mean"], a["std"]) if a is not None else "-",
+                f"{sc.eval_batches} batches of {sc.eval_size}: median [min, max]":
+                    f"{b['batch_median']:.2f} [{b['batch_min']:.2f}, {b['batch_max']:.2f}]" if b is not None else "-",
+                f"large batch ({sc.eval_large}): mean (sd)": _cell(g["mean"], g["std"]) if g is not None else "-",
+                "large: geometric mean [bounds]": f"{g['geo_mean']:.2f} {_bounds(g['low'], g['high'])}"
+                if g is not None else "-",
+                "seeds": int(g["n_seeds"]) if g is not None else 0})
+    per_seed = _concat([claims.claim3(f, steps=sc.table_steps, method=method, eval_batch=pr, runs=runs)
+                        .details["data"].assign(eval_batch=pr) for pr, f in frames.items()])
+    return {"frames": frames, "runs": runs, "stats": stats_, "per_seed": per_seed,
+            "table": pd.DataFrame(rows).set_index(["setting", "iteration"])}
