@@ -101,10 +101,18 @@ def _training(ctx: Context, settings, lrs="default", steps=None):
             "runs": _concat([g.frames["runs"] for g in got])}
 
 
+def claim8_sweep(ctx: Context) -> dict:
+    """Claim 8's grid, the same for every attention so that neither is favoured by a finer or
+    longer search: ``scale.variant_grid_points`` rates, ``variant_sweep_steps`` iterations."""
+    sc = ctx.scale
+    return {"points": sc.variant_grid_points,
+            "steps": min(sc.variant_sweep_steps or sc.sweep_steps, sc.steps_for(get_setting("softmax")))}
+
+
 def claim8_rates(ctx: Context, setting: str) -> dict:
-    """Claim 8's rate of ``setting``: the best of the same small grid for every attention
-    (``scale.variant_grid_points`` points), so that neither is favoured by a finer grid."""
-    return E.learning_rates(setting, ctx.scale.name, lrs="grid", points=ctx.scale.variant_grid_points,
+    """Claim 8's rate of ``setting``: the best of :func:`claim8_sweep`'s grid."""
+    grid = claim8_sweep(ctx)
+    return E.learning_rates(setting, ctx.scale.name, lrs="grid", points=grid["points"], sweep_steps=grid["steps"],
                             **ctx.kw())
 
 

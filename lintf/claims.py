@@ -432,7 +432,7 @@ def _paired(a: pd.Series, b: pd.Series, what: str) -> tuple[pd.Series, list[str]
 
 # -- gradient noise ----------------------------------------------------------------------
 _NOISE = ["setting", "seed", "sample", "value"]
-_SPECTRUM = ["setting", "seed", "index", "value"]
+_EIGEN_COLUMNS = ["setting", "seed", "index", "value"]
 
 
 def noise_tails_per_seed(noise: pd.DataFrame, spectrum: pd.DataFrame | None = None, n_sims: int = 200,
@@ -450,7 +450,7 @@ def noise_tails_per_seed(noise: pd.DataFrame, spectrum: pd.DataFrame | None = No
     """
     _check_frame("noise", noise, _NOISE)
     if spectrum is not None:
-        _check_frame("spectrum", spectrum, _SPECTRUM)
+        _check_frame("spectrum", spectrum, _EIGEN_COLUMNS)
     n_sims = check_int("n_sims", n_sims, minimum=2)
     seed = check_int("seed", seed, minimum=0)
     from .measure import hill_index
@@ -662,7 +662,7 @@ def claim2(noise: pd.DataFrame, spectrum: pd.DataFrame, heavy=DEFAULT_SETTINGS, 
     ``details["data"]``; the Hill estimate depends on its choice of ``k`` top values.
     Seeds without a spectrum are left out (and counted).
     """
-    _check_frame("spectrum", spectrum, _SPECTRUM)
+    _check_frame("spectrum", spectrum, _EIGEN_COLUMNS)
     level = _check_level(level)
     heavy = _check_names("heavy", heavy)
     per, notes = noise_tails_per_seed(noise, spectrum, n_sims, seed)

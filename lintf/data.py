@@ -1,4 +1,4 @@
-"""Random linear-regression prompts (SPEC section 1).
+"""Random linear-regression prompts (the paper's Sec. 2 setup; the intro chapter shows the layout).
 
 A prompt holds ``n`` context pairs and one query, laid out column-wise::
 

@@ -70,11 +70,12 @@ def _get(kind: str, config: dict, compute, setting: Setting, scale: Scale, store
     return dataclasses.replace(result, frames=frames)
 
 
-def learning_rates(setting, scale=None, *, lrs="default", points=None, seeds=None, steps=None, device="auto",
-                   store=None, progress=None, cached_only=False) -> dict:
+def learning_rates(setting, scale=None, *, lrs="default", points=None, sweep_steps=None, seeds=None, steps=None,
+                   device="auto", store=None, progress=None, cached_only=False) -> dict:
     """The rate per optimizer for ``lrs`` in :data:`LR_CHOICES`, or a dict given as is.
 
-    points : the size of the ``"grid"`` search (None: the setting's). seeds, steps : the runs
+    points, sweep_steps : the size and iterations of the ``"grid"`` search (None: the
+    setting's, see :func:`lr_sweep`). seeds, steps : the runs
     whose stability ``"stable"`` requires (None: the scale's), see :func:`stable_search`.
     """
     setting, scale = _resolve(setting, scale)
@@ -91,8 +92,8 @@ def learning_rates(setting, scale=None, *, lrs="default", points=None, seeds=Non
         return stable_search(setting, scale.name, seeds=seeds, steps=steps, device=device, store=store,
                              progress=progress, cached_only=cached_only)[0]
     from .claims import best_lr
-    sweep = lr_sweep(setting, scale.name, points=points, device=device, store=store, progress=progress,
-                     cached_only=cached_only).frames["sweep"]
+    sweep = lr_sweep(setting, scale.name, points=points, steps=sweep_steps, device=device, store=store,
+                     progress=progress, cached_only=cached_only).frames["sweep"]
     rates = {row.optimizer: float(row.best_lr) for row in best_lr(sweep).itertuples()}
     failed = [o for o, lr in rates.items() if lr != lr]
     if failed:
@@ -148,7 +149,7 @@ def training(setting, scale=None, *, lrs="default", seeds=None, steps=None, devi
     tensors (:meth:`lintf.engine.TrainResult.checkpoints_from_tensors`).
     """
     setting, scale = _resolve(setting, scale)
-    seeds = check_seeds("seeds", scale.seeds if seeds is None else seeds)
+    seeds = check_seeds("seeds", scale.seeds_for(setting) if seeds is None else seeds)
     steps = check_int("steps", scale.steps_for(setting) if steps is None else steps)
     dev = resolve_device(device)
     rates = learning_rates(setting, scale.name, lrs=lrs, seeds=seeds, steps=steps, device=device, store=store,
@@ -447,11 +448,12 @@ def sweep_rates(setting, scale=None, *, points: int | None = None) -> list[tuple
     return [(o, lr) for o in OPTIMIZERS for lr in setting.grid(o, check_int("points", points))]
 
 
-def lr_sweep(setting, scale=None, *, points: int | None = None, device="auto", store=None, progress=None,
-             cached_only=False):
+def lr_sweep(setting, scale=None, *, points: int | None = None, steps: int | None = None, device="auto", store=None,
+             progress=None, cached_only=False):
     """The learning-rate grid search: every rate of :func:`sweep_rates` for both optimizers,
-    ``scale.sweep_seeds``, ``scale.sweep_steps`` iterations (or the setting's horizon, if
-    shorter), one batched program.
+    ``scale.sweep_seeds``, ``steps`` iterations (None: ``scale.sweep_steps``, or
+    ``variant_sweep_steps`` for :data:`VARIANTS`, at most the setting's horizon), one batched
+    program.
 
     Frame ``sweep``: ``setting, optimizer, lr, seed, final_loss, diverged, diverged_step`` with
     ``final_loss`` the mean training loss over the last 10% of steps (NaN if diverged).
@@ -459,7 +461,10 @@ def lr_sweep(setting, scale=None, *, points: int | None = None, device="auto", s
     setting, scale = _resolve(setting, scale)
     dev = resolve_device(device)
     configs = sweep_rates(setting, scale.name, points=points)
-    steps = min(scale.sweep_steps, scale.steps_for(setting))           # never longer than the main runs
+    if steps is None:
+        steps = scale.variant_sweep_steps if setting.name in VARIANTS and scale.variant_sweep_steps else scale.sweep_steps
+        steps = min(steps, scale.steps_for(setting))                    # never longer than the main runs
+    steps = check_int("steps", steps)
     config = {**_describe(setting), "configs": configs, "seeds": list(scale.sweep_seeds),
               "steps": steps, "batch_size": scale.batch_size, "clip": setting.clip,
               "device": dev.type}

@@ -1,4 +1,4 @@
-"""The measurements of SPEC section 4, on the parameters of :class:`lintf.model.Model`.
+"""The measurements of the paper's Secs. 2-3 (the book's chapters on noise, conditioning and smoothness), on the parameters of :class:`lintf.model.Model`.
 
 - **Directional smoothness** ``u^T H u`` along ``u = direction / ||direction||``, every
   training step: the second derivative of ``loss(params + e u)`` at ``e = 0``.
@@ -250,7 +250,7 @@ def hessian_summary(H) -> dict:
 # -- stochastic gradient noise -------------------------------------------------------------
 def gradient_noise(model, params, sample, *, num_batches: int, batch_size: int, big_batch: int,
                    generator, chunk: int = 50, deviations: bool = False):
-    """Norms ``||g_B - g||`` of ``num_batches`` independent minibatch gradients (SPEC 4).
+    """Norms ``||g_B - g||`` of ``num_batches`` independent minibatch gradients (paper Fig 3).
 
     ``g_B`` is the gradient of the loss on ``batch_size`` fresh prompts, ``g`` the gradient
     on one batch of ``big_batch`` prompts, both at the single run ``params`` (no run dims);

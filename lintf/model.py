@@ -12,7 +12,7 @@ Linear attention is computed in the associative order ``P (Z M Z^T) Q Z``: the
 ``(n+1) x (n+1)`` matrix ``Z^T Q Z`` costs ``O(n^2 d)``. Both are the same number in exact
 arithmetic; ``tests/test_model.py`` compares them in float64.
 
-The variants of SPEC section 2 live in :class:`Model`: softmax attention, a ``Q`` made
+The variants the paper uses (Figs 7, 8, 15) live in :class:`Model`: softmax attention, a ``Q`` made
 of separate key and query matrices, a trainable MLP front end, and the authors'
 block parametrization.
 """
@@ -94,7 +94,7 @@ def loss(P, Q, Z, y, attention: str = "linear"):
 class Model:
     """A linear transformer and its variants, with parameters held as a dict of tensors.
 
-    Parameters (SPEC section 2)
+    Parameters (paper eqs. 7-8 and Figs 7, 8, 15)
     ---------------------------
     L, d : layers and covariate dimension.
     attention : ``"linear"`` (eq. 7) or ``"softmax"`` (softmax over keys before the mask).

@@ -20,7 +20,7 @@ OPTIMIZERS = ("sgdm", "adam")
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """Hyper-parameters shared by every run (SPEC section 3)."""
+    """Hyper-parameters shared by every run (the paper's Sec. 2 and Table 2; see the intro chapter)."""
 
     momentum: float = 0.9
     betas: tuple[float, float] = (0.9, 0.9)

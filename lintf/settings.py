@@ -31,7 +31,7 @@ that both published rates of every setting lie on it."""
 class Setting:
     """One experimental setting of the paper.
 
-    lrs : the default learning rate per optimizer (SPEC section 3: the authors' README
+    lrs : the default learning rate per optimizer (the intro chapter: the authors' README
         values where they differ from Table 2). ``paper_lrs``: the paper's Table 2.
     clip : global gradient-norm clipping threshold the book uses; ``paper_clip``: the
         paper's text's (1), which the authors' code replaces for the spherical setting.
@@ -121,6 +121,11 @@ drawn after seeding with 99 (:func:`lintf.data.authors_prompts`), shared by ever
 paper's protocol; ``batches``, independent batches of ``eval_size`` prompts for each seed;
 ``large``, one batch of ``eval_large`` prompts for each seed."""
 
+VARIANT_STEPS = ("softmax", "separate_qk", "nonlinear")
+"""Settings trained ``Scale.variant_steps`` iterations (the slow autograd variants)."""
+FIGURE_ONLY = ("separate_qk", "large")
+"""Settings shown in figures that no claim is decided on (Fig 8): ``Scale.variant_seeds``."""
+
 CORE = ("setting1", "setting2", "setting3", "gamma")
 """Settings at a scale's full horizon (``gamma`` is Setting 3 under its Sec. 4.1 name)."""
 
@@ -154,8 +159,12 @@ class Scale:
         one claim 3 is decided on.
     curve_sizes, curve_chunks : the batch-size figure: ``R_med`` of a few fixed checkpoints on
         batches of each size, built from ``curve_chunks`` disjoint batches of ``eval_size``.
-    variant_grid_points : points of the learning-rate grid of the model variants (softmax,
-        separate Q/K, the large model), whose rates the paper does not give.
+    variant_grid_points, variant_sweep_steps : points and iterations (None: ``sweep_steps``)
+        of the learning-rate grid of the model variants (softmax, separate Q/K, the large
+        model), whose rates the paper does not give.
+    variant_steps : iterations of softmax, separate Q/K and the nonlinear setting (None:
+        ``extra_steps``); variant_seeds : the seeds of separate Q/K and the large model, which
+        no claim is decided on (None: ``seeds``).
     depth_grid : factors of the paper's depth rates tried, from the largest down, by
         :func:`lintf.experiments.stable_search`: the depth runs use the largest rate at which
         none of their seeds diverges within the depth horizon.
@@ -192,6 +201,9 @@ class Scale:
     noise_seeds: tuple = (0, 1, 2, 3, 4, 5)
     variant_grid_points: int = 4
     depth_grid: tuple = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
+    variant_steps: int | None = None
+    variant_seeds: tuple | None = None
+    variant_sweep_steps: int | None = None
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_every", "smoothness_every", "checkpoint_every", "sweep_steps",
@@ -229,7 +241,13 @@ class Scale:
             return self.depth_steps or self.steps
         if setting.name == "large":
             return self.large_steps or self.steps
+        if setting.name in VARIANT_STEPS:
+            return self.variant_steps or self.extra_steps or self.steps
         return self.extra_steps or self.steps
+
+    def seeds_for(self, setting: Setting) -> tuple:
+        """Seeds of ``setting``'s runs: ``variant_seeds`` for :data:`FIGURE_ONLY`, else ``seeds``."""
+        return self.variant_seeds if setting.name in FIGURE_ONLY and self.variant_seeds else self.seeds
 
     def hessian_steps_for(self, setting: Setting, checkpoints) -> list[int]:
         """The checkpoints of ``setting`` where the exact Hessian is computed (empty when the
@@ -245,12 +263,12 @@ SCALES: dict[str, Scale] = {s.name: s for s in [
           eval_large=20000, curve_sizes=(1000, 2000, 5000, 10000, 20000, 50000, 100000), curve_chunks=300,
           noise_seeds=tuple(range(6))),
     # Fits a 20-minute build on 2 CPU cores from an empty store (measured: README).
-    Scale("cpu", steps=5000, seeds=tuple(range(6)), smoothness_every=10, hessian_steps=tuple(range(0, 1501, 250)),
-          extra_hessian_steps=tuple(range(0, 1251, 250)), hessian_max_params=300, sweep_steps=300,
-          sweep_seeds=(0, 1), noise_batches=1000, noise_big_batch=20000, depth_steps=1500, extra_steps=800,
-          large_steps=200, table_seeds=tuple(range(20)), eval_batches=3, eval_large=5000,
+    Scale("cpu", steps=3000, seeds=tuple(range(6)), smoothness_every=10, hessian_steps=tuple(range(0, 1501, 250)),
+          extra_hessian_steps=(0, 250, 500, 750), hessian_max_params=300, sweep_steps=300,
+          sweep_seeds=(0, 1), noise_batches=500, noise_big_batch=10000, depth_steps=800, extra_steps=800,
+          large_steps=50, table_seeds=tuple(range(20)), eval_batches=3, eval_large=3000,
           curve_sizes=(1000, 2000, 5000, 10000, 20000), curve_chunks=40, noise_seeds=tuple(range(6)),
-          variant_grid_points=4),
+          variant_grid_points=3, variant_steps=200, variant_seeds=(0, 1, 2), variant_sweep_steps=100),
     Scale("ci", steps=60, seeds=(0, 1, 2, 3, 4, 5), batch_size=100, eval_every=10, checkpoint_every=20,
           hessian_steps=(0, 20, 40), extra_hessian_steps=(0, 20), hessian_max_params=300, table_steps=(20, 40),
           sweep_steps=20, sweep_seeds=(0, 1), grid_points=4, noise_batches=40, noise_batch_size=100,

@@ -198,24 +198,24 @@ def test_excess_kurtosis_is_scipys():
     assert isinstance(S.excess_kurtosis(x[0]), float)
 
 
-SPECTRUM = 1.0 / np.arange(1, 151)
+NOISE_EIGENVALUES = 1.0 / np.arange(1, 151)
 
 
 @pytest.fixture(scope="module")
 def null():
-    return S.gaussian_norm_null(SPECTRUM, 2000, n_sims=100, seed=0)
+    return S.gaussian_norm_null(NOISE_EIGENVALUES, 2000, n_sims=100, seed=0)
 
 
 def test_gaussian_norm_null_matches_a_plain_simulation(null):
     assert set(null) == {"kurtosis", "hill"} and null["kurtosis"].shape == (100,)
     # the norm of an anisotropic Gaussian vector is not Gaussian: excess kurtosis ~ 1.6-1.8
     assert 1.4 < null["kurtosis"].mean() < 2.0
-    again = S.gaussian_norm_null(SPECTRUM, 2000, n_sims=100, seed=0)
+    again = S.gaussian_norm_null(NOISE_EIGENVALUES, 2000, n_sims=100, seed=0)
     np.testing.assert_array_equal(again["kurtosis"], null["kurtosis"])
     # its law depends only on the spectrum: a rotated covariance gives the same statistics
     rng = np.random.default_rng(1)
     q, _ = np.linalg.qr(rng.standard_normal((150, 150)))
-    cov_root = q @ np.diag(np.sqrt(SPECTRUM))
+    cov_root = q @ np.diag(np.sqrt(NOISE_EIGENVALUES))
     ks = [S.excess_kurtosis(np.linalg.norm(rng.standard_normal((2000, 150)) @ cov_root.T, axis=1))
           for _ in range(40)]
     assert abs(np.mean(ks) - null["kurtosis"].mean()) < 4 * null["kurtosis"].std() / math.sqrt(40)
@@ -231,7 +231,7 @@ def test_tail_excess_separates_gaussian_from_multivariate_t(null):
     rng = np.random.default_rng(11)
     gauss, heavy = [], []
     for _ in range(6):  # six "seeds"
-        z = rng.standard_normal((2000, 150)) * np.sqrt(SPECTRUM)
+        z = rng.standard_normal((2000, 150)) * np.sqrt(NOISE_EIGENVALUES)
         g = np.linalg.norm(z, axis=1)
         gauss.append(S.tail_excess(g, null=null))
         t3 = g * np.sqrt(3 / rng.chisquare(3, 2000))  # norms of multivariate t vectors, 3 dof
