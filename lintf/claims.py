@@ -112,7 +112,8 @@ def _stable_seed(*parts) -> list[int]:
 
 
 # -- verdicts --------------------------------------------------------------------------
-_BADGE = {"holds": "#0173B2", "does not hold": "#D55E00", "inconclusive": "#7F7F7F"}
+VERDICT_COLORS = {"holds": "#0173B2", "does not hold": "#D55E00", "inconclusive": "#7F7F7F"}
+"""One colour per verdict, for every badge and figure of the book."""
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,7 @@ class Verdict:
 
     def _repr_html_(self) -> str:
         items = "".join(f"<li>{html.escape(line)}</li>" for line in self.evidence.splitlines() if line)
-        colour = _BADGE[self.verdict]
+        colour = VERDICT_COLORS[self.verdict]
         return (f"<div><p><b>Claim {self.claim}.</b> {html.escape(self.text)}</p>"
                 f"<p><span style='background:{colour};color:white;padding:1px 6px;border-radius:3px'>"
                 f"{html.escape(self.verdict)}</span> deciding statistic {_fmt(self.statistic)}, "

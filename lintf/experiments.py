@@ -9,9 +9,14 @@ four chapters; whichever chapter asks first computes them, the others read them.
 
 - :func:`training`: SGDM and Adam from every seed; loss, gradient norm, directional
   smoothness, evaluation loss; parameter checkpoints.
-- :func:`conditioning`: exact float64 Hessians at the checkpoints and ``R_med`` both ways.
-- :func:`gradient_noise`: ``||g_B - g||`` at initialisation.
-- :func:`lr_sweep`: the learning-rate grid search.
+- :func:`conditioning`: exact float64 Hessians at the checkpoints and ``R_med`` both ways, on
+  an evaluation protocol (:data:`lintf.settings.EVAL_PROTOCOLS`); :func:`table_conditioning`,
+  the condition-number table's own many-seed experiment; :func:`batch_size_curve`, ``R_med``
+  against the size of the evaluation batch.
+- :func:`gradient_noise`, :func:`noise_at_seeds`: ``||g_B - g||`` at initialisation, with the
+  spectrum of the deviations' covariance.
+- :func:`lr_sweep`, :func:`learning_rates`, :func:`stable_search`: the learning-rate grid
+  search, the rates a run uses, and the depth chapter's largest rate that trains.
 """
 from __future__ import annotations
 

@@ -26,6 +26,7 @@ from matplotlib.transforms import blended_transform_factory
 from scipy import stats
 
 from .checks import check_choice, check_frame, check_int
+from .claims import VERDICT_COLORS
 
 PALETTE = {"sgdm": "#0173B2", "adam": "#DE8F05"}
 """Optimizer colours (seaborn ``colorblind`` blue and orange), for every figure."""
@@ -342,7 +343,7 @@ def rmed_vs_batch_size(curve: pd.DataFrame, method: str, setting: str | None = N
                 label=f"{LABELS[opt]} (seed {int(g['seed'].iloc[0])}, iteration {step})")
     _log(ax, "x")
     _log(ax, "y")
-    ax.set_xlabel("prompts in the evaluation batch (log scale)")
+    ax.set_xlabel("evaluation prompts (log scale)")
     ax.set_ylabel(_RMED_LABEL[method] + "\n(log scale)")
     ax.legend()
     return ax
@@ -381,10 +382,6 @@ def ratio_by_protocol(ratios: pd.DataFrame, setting: str | None = None, ax: Axes
     ax.set_ylabel("R_med(SGDM) / R_med(Adam)\nper seed (log scale)")
     ax.legend(title="evaluation batch")
     return ax
-
-
-VERDICT_COLORS = {"holds": "#0173B2", "does not hold": "#D55E00", "inconclusive": "#7F7F7F"}
-"""One colour per verdict, for every figure and badge of the book."""
 
 
 @_styled

@@ -207,3 +207,38 @@ def test_figures_render_to_png(tmp_path):
     fig, _ = P.grid_of_settings(P.loss_curves, history(settings=("a", "b", "c")))
     fig.savefig(tmp_path / "f.png")
     assert (tmp_path / "f.png").stat().st_size > 10_000
+
+
+def test_rmed_vs_batch_size_draws_medians_per_size():
+    rows = [{"setting": "s1", "optimizer": o, "lr": 0.01, "seed": 0, "step": 750, "size": size, "batch": b,
+             "method": "diag", "value": float(10 * (1 + b) / size ** 0.1)}
+            for o in ("sgdm", "adam") for size, n in ((1000, 4), (2000, 2), (4000, 1)) for b in range(n)]
+    ax = P.rmed_vs_batch_size(pd.DataFrame(rows), "diag")
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    lines = [ln for ln in ax.get_lines() if ln.get_label().startswith(("SGDM", "Adam"))]
+    assert len(lines) == 2 and list(lines[0].get_xdata()) == [1000, 2000, 4000]
+    med = pd.DataFrame(rows).query("optimizer == 'sgdm'").groupby("size")["value"].median().to_numpy()
+    np.testing.assert_allclose(lines[0].get_ydata(), med)
+
+
+def test_ratio_by_protocol_marks_the_geometric_means():
+    rng = np.random.default_rng(1)
+    ratios = pd.DataFrame([{"setting": "s1", "eval_batch": pr, "step": st, "seed": s, "ratio": float(np.exp(rng.normal()))}
+                           for pr in ("authors", "large") for st in (750, 1250) for s in range(6)])
+    ax = P.ratio_by_protocol(ratios)
+    assert ax.get_yscale() == "log" and len(ax.collections) >= 4
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["iteration 750", "iteration 1250"]
+
+
+def test_forest_puts_the_claimed_side_right_and_colours_by_verdict():
+    parts = pd.DataFrame([
+        {"claim": 1, "part": "a", "statistic": 2.0, "low": 1.0, "high": 3.0, "threshold": 0.0, "side": "greater",
+         "verdict": "holds"},
+        {"claim": 6, "part": "b", "statistic": -2.0, "low": -3.0, "high": -1.0, "threshold": 0.0, "side": "less",
+         "verdict": "holds"},
+        {"claim": 2, "part": "c", "statistic": 0.1, "low": -np.inf, "high": np.inf, "threshold": 0.0,
+         "side": "greater", "verdict": "inconclusive"}])
+    ax = P.forest(parts)
+    dots = [ln for ln in ax.get_lines() if ln.get_marker() == "o"]
+    assert [d.get_xdata()[0] for d in dots] == [2.0, 2.0, 0.1]         # a "less" claim is mirrored
+    assert dots[0].get_color() == P.VERDICT_COLORS["holds"]
