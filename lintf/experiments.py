@@ -219,7 +219,7 @@ def eval_chunks(setting, scale, seed: int, count: int, *, stream: int = 0, dtype
     return torch.stack([c[0] for c in chunks]), torch.stack([c[1] for c in chunks])
 
 
-def _rows(runs, step, H, protocol, batch, size, method_values=None):
+def _rows(runs, step, H, protocol, batch, size):
     """Tidy rows of the Hessians ``H (R, p, p)`` of ``runs`` (row order) at ``step``."""
     eig = torch.linalg.eigvalsh((H + H.transpose(-1, -2)) / 2)
     values = {m: measure.robust_condition(H, m) for m in ("eig", "diag")}
