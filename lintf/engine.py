@@ -205,7 +205,7 @@ def _check_configs(configs):
     for i, c in enumerate(configs):
         if not isinstance(c, (tuple, list)) or len(c) != 2:
             raise ValueError(f"configs[{i}] must be an (optimizer, lr) pair, got {c!r}")
-        out.append((check_choice(f"configs[{i}] optimizer", c[0], optim.OPTIMIZERS),
+        out.append((check_choice(f"configs[{i}] optimizer", c[0], optim.ALL_OPTIMIZERS),
                     check_positive(f"configs[{i}] lr", c[1])))
     if not out:
         raise ValueError("configs must be a non-empty list of (optimizer, lr) pairs, got an empty one")
@@ -216,7 +216,7 @@ def train(model: Model, prompts: Prompts, configs, seeds, *, steps: int, batch_s
           optim_config: optim.OptimConfig = optim.OptimConfig(), eval_every: int = 50,
           eval_size: int = 1000, checkpoint_every: int | None = 250, record_smoothness: bool = False,
           smoothness_every: int = 1, device="auto", dtype=torch.float32, progress: bool | None = None,
-          desc: str = "train") -> TrainResult:
+          desc: str = "train", backend: str | None = None) -> TrainResult:
     """Train every ``(optimizer, lr)`` in ``configs`` from every seed in ``seeds``, batched.
 
     Parameters
@@ -232,8 +232,13 @@ def train(model: Model, prompts: Prompts, configs, seeds, *, steps: int, batch_s
         the plain model, else :func:`lintf.measure.directional_smoothness`), at every
         ``smoothness_every``-th step (1: every step, as the paper).
     device : ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``.
+    backend : how the gradient is computed, :data:`lintf.fast.BACKENDS`: ``"autograd"``
+        through :mod:`lintf.model` for every model, ``"fast"`` by :mod:`lintf.fast` (the plain
+        linear model only), ``"auto"`` (the latter where it applies); None:
+        ``$LINTF_BACKEND``, else ``"auto"``. The same numbers to float32 rounding (tested).
     """
     configs = _check_configs(configs)
+    hand = fast.use(model, backend)
     seeds = check_seeds("seeds", seeds)
     steps = check_int("steps", steps)
     batch_size = check_int("batch_size", batch_size)
@@ -251,26 +256,32 @@ def train(model: Model, prompts: Prompts, configs, seeds, *, steps: int, batch_s
         _keep_freed_memory()
         with cpu_threads(CPU_THREADS):
             return _train(model, prompts, configs, seeds, steps, batch_size, optim_config, eval_every, eval_size,
-                          checkpoint_every, record_smoothness, smoothness_every, device, dtype, progress, desc)
+                          checkpoint_every, record_smoothness, smoothness_every, device, dtype, progress, desc, hand)
     return _train(model, prompts, configs, seeds, steps, batch_size, optim_config, eval_every, eval_size,
-                  checkpoint_every, record_smoothness, smoothness_every, device, dtype, progress, desc)
+                  checkpoint_every, record_smoothness, smoothness_every, device, dtype, progress, desc, hand)
 
 
 class _Program:
     """Loss, gradient and directional smoothness of every run, ``(K, S)`` runs at a time.
 
-    The plain linear model goes through :mod:`lintf.fast` in chunks of configurations
-    (a batch is summarised once per seed and shared by the chunks); the other variants
-    through autograd on the model, all runs at once.
+    With ``hand`` (the plain linear model, backend ``fast`` or ``auto``) through
+    :mod:`lintf.fast` in chunks of configurations (a batch is summarised once per seed and
+    shared by the chunks); otherwise through autograd on the model, one graph per worker
+    thread (the configurations split between them).
     """
 
-    def __init__(self, model: Model, n: int, K: int, S: int, device, keep_forward: bool):
+    def __init__(self, model: Model, n: int, K: int, S: int, device, keep_forward: bool, hand: bool):
         self.model, self.n, self.keep_forward, self.runs = model, n, keep_forward, (K, S)
-        self.hand = fast.supports(model)
-        per_chunk = max(1, CHUNK_RUNS // S) if device.type == "cpu" else K
+        self.hand = hand
+        if device.type != "cpu":
+            per_chunk = K
+        elif self.hand:
+            per_chunk = max(1, CHUNK_RUNS // S)
+        else:                         # autograd: one graph per worker, its ops large enough to share none
+            per_chunk = -(-K // WORKERS)
         self.chunks = [slice(i, min(i + per_chunk, K)) for i in range(0, K, per_chunk)]
         self.forwards = []
-        self.pool = ThreadPoolExecutor(WORKERS) if WORKERS > 1 and len(self.chunks) > 1 and self.hand else None
+        self.pool = ThreadPoolExecutor(WORKERS) if WORKERS > 1 and len(self.chunks) > 1 else None
 
     def close(self):
         if self.pool is not None:
@@ -282,7 +293,7 @@ class _Program:
         (the MLP front end does not broadcast a batch against runs)."""
         if self.hand:
             return (*fast.summarize(Z), y)
-        return Z.expand(*self.runs, *Z.shape[-3:]), y.expand(*self.runs, y.shape[-1])
+        return Z, y
 
     def _each_chunk(self, fn, *trees):
         """``fn(i, *chunk_i_of_trees)`` for every chunk ``i`` of configurations; a list of results."""
@@ -296,7 +307,14 @@ class _Program:
         if self.hand:
             return _cat(self._each_chunk(lambda i, p: fast.loss(self.model, p, *batch, self.n), params))
         with torch.no_grad():
-            return self.model.loss(params, *batch)
+            return _cat(self._each_chunk(lambda i, p: self.model.loss(p, *self._expand(p, *batch)), params))
+
+    @staticmethod
+    def _expand(params, Z, y):
+        """A batch ``(S, B, ...)`` or ``(B, ...)`` expanded to the run axes ``(K_chunk, S)`` of
+        ``params`` (the MLP front end does not broadcast a batch against runs)."""
+        runs = next(iter(params.values())).shape[:2]
+        return Z.expand(*runs, *Z.shape[-3:]), y.expand(*runs, y.shape[-1])
 
     def loss_and_grad(self, params, batch):
         """Loss ``(K, S)`` and gradient (dict shaped like ``params``) on a prepared batch."""
@@ -306,19 +324,23 @@ class _Program:
             # the smoothness of this step reuses each chunk's forward pass
             self.forwards = [o[2] for o in outs] if self.keep_forward else []
             return _cat([o[0] for o in outs]), _cat([o[1] for o in outs])
-        names = list(params)
-        leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
-        with torch.enable_grad():
-            losses = self.model.loss(leaves, *batch)
-            grads = torch.autograd.grad(losses.sum(), [leaves[k] for k in names])
-        return losses.detach(), dict(zip(names, grads))
+        def chunk(i, p):
+            leaves = {k: v.detach().requires_grad_() for k, v in p.items()}
+            with torch.enable_grad():
+                losses = self.model.loss(leaves, *self._expand(p, *batch))
+                grads = torch.autograd.grad(losses.sum(), list(leaves.values()))
+            return losses.detach(), dict(zip(leaves, grads))
+
+        outs = self._each_chunk(chunk, params)
+        return _cat([o[0] for o in outs]), _cat([o[1] for o in outs])
 
     def smoothness(self, params, direction, batch, Z, y):
         """Directional smoothness ``u^T H u``, ``u = direction / ||direction||``, ``(K, S)``,
         at the point and on the batch of the last :meth:`loss_and_grad`."""
         if not self.hand:
             from .measure import directional_smoothness
-            return directional_smoothness(self.model, params, direction, Z, y)
+            return _cat(self._each_chunk(lambda i, p, v: directional_smoothness(self.model, p, v, Z, y),
+                                         params, direction))
         forwards = self.forwards or [None] * len(self.chunks)
         curv = _cat(self._each_chunk(lambda i, p, v: fast.curvature(self.model, p, v, *batch, self.n,
                                                                     forward=forwards[i]), params, direction))
@@ -374,11 +396,11 @@ def _cat(parts):
 
 def _train(model, prompts, configs, seeds, steps, batch_size, optim_config, eval_every, eval_size,
            checkpoint_every, record_smoothness, smoothness_every, device, dtype, progress,
-           desc) -> TrainResult:
+           desc, hand) -> TrainResult:
     K, S = len(configs), len(seeds)
-    program = _Program(model, prompts.n, K, S, device, keep_forward=record_smoothness)
+    program = _Program(model, prompts.n, K, S, device, keep_forward=record_smoothness, hand=hand)
     lr = torch.tensor([c[1] for c in configs], device=device, dtype=dtype).unsqueeze(1).expand(K, S)
-    is_adam = torch.tensor([c[0] == "adam" for c in configs], device=device).unsqueeze(1).expand(K, S)
+    kind = torch.tensor([optim.ALL_OPTIMIZERS.index(c[0]) for c in configs], device=device).unsqueeze(1).expand(K, S)
     params = {k: v.unsqueeze(0).expand(K, *v.shape).clone()
               for k, v in initial_params(model, seeds, device=device, dtype=dtype).items()}
     names = list(params)
@@ -423,7 +445,7 @@ def _train(model, prompts, configs, seeds, steps, batch_size, optim_config, eval
             losses, grads = program.loss_and_grad(params, batch)      # (K, S), dict
             with torch.no_grad():
                 clipped, norms = optim.clip_by_global_norm(grads, optim_config.clip, run_dims=2)
-                new, delta = optim.update(params, clipped, state, lr, is_adam, optim_config, run_dims=2)
+                new, delta = optim.update(params, clipped, state, lr, kind, optim_config, run_dims=2)
                 finite = torch.isfinite(losses) & torch.isfinite(norms)
                 diverged_step.masked_fill_(active & ~finite, t)
                 active &= finite

@@ -32,17 +32,45 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import os
 import warnings
 
 import torch
 
-from .checks import broadcast_shapes, check_int
+from .checks import broadcast_shapes, check_choice, check_int
 from .model import Model
 
 
 def supports(model: Model) -> bool:
     """Whether this module computes ``model`` (plain linear attention, joint ``Q``, no front end)."""
     return model.attention == "linear" and model.qk == "joint" and model.frontend == "none"
+
+
+BACKENDS = ("auto", "fast", "autograd")
+"""How training and the measurements differentiate the model: ``"autograd"``, through
+:mod:`lintf.model` (eqs. 7-8 as written) for every model; ``"fast"``, this module's
+hand-written derivatives (the plain linear model only); ``"auto"``, this module where it
+applies and autograd elsewhere. The default is ``$LINTF_BACKEND``, else ``"auto"``."""
+BACKEND_ENV = "LINTF_BACKEND"
+
+
+def backend(choice: str | None = None) -> str:
+    """The backend ``choice`` (:data:`BACKENDS`; None: ``$LINTF_BACKEND``, else ``"auto"``),
+    checked: a ``ValueError`` names the parameter and the accepted values."""
+    if choice is None:
+        return check_choice(BACKEND_ENV, os.environ.get(BACKEND_ENV) or "auto", BACKENDS)
+    return check_choice("backend", choice, BACKENDS)
+
+
+def use(model: Model, choice: str | None = None) -> bool:
+    """Whether ``model`` goes through this module under backend ``choice`` (see :func:`backend`);
+    ``"fast"`` on a model this module does not compute is a ``ValueError``."""
+    choice = backend(choice)
+    if choice == "fast" and not supports(model):
+        raise ValueError("backend='fast' computes attention='linear', qk='joint', frontend='none' only; got "
+                         f"attention={model.attention!r}, qk={model.qk!r}, frontend={model.frontend!r}: "
+                         "use 'auto' or 'autograd'")
+    return choice != "autograd" and supports(model)
 
 
 def _check(model: Model, params: dict, A0, z0, y, n, name="params") -> tuple:
@@ -480,16 +508,35 @@ def _hessian_direct_chunk(P, Qn, plan, A0, z0, y, B_total, n):
     return GN, C
 
 
-def _hessian_direct(model, P, Q, A0, z0, y, n, plan, prompt_chunk):
-    """:func:`hessian` of one run (``P, Q`` full, no run dimensions) by
-    :func:`_hessian_direct_chunk`, ``prompt_chunk`` prompts at a time."""
-    B, Qn = A0.shape[-1], Q / n
-    GN = C = 0
-    for start in range(0, B, prompt_chunk):
+HESSIAN_WORKERS = max(1, min(4, os.cpu_count() or 1))
+"""Threads that compute the prompt chunks of :func:`hessian` (``method="direct"``) at once on
+the CPU, each operator on one thread. The chunks' terms are added in chunk order whatever the
+thread that computed them, so the numbers do not depend on this."""
+
+
+def _hessian_direct(model, P, Q, A0, z0, y, n, plan, prompt_chunk, pool=None):
+    """:func:`hessian` of runs ``P, Q`` (full, ``(R, L, D, D)``) by
+    :func:`_hessian_direct_chunk`, ``prompt_chunk`` prompts at a time; ``pool`` (an executor
+    or None) computes the (run, chunk) pairs; returns ``(R, k, k)`` in the plan's order."""
+    R, B = P.shape[0], A0.shape[-1]
+    Qn = Q / n
+    starts = range(0, B, prompt_chunk)
+
+    def one(job):
+        r, start = job
         stop = min(B, start + prompt_chunk)
-        g, c = _hessian_direct_chunk(P, Qn, plan, A0[..., start:stop], z0[..., start:stop], y[start:stop], B, n)
-        GN, C = GN + g, C + c
-    return 0.5 * (GN + GN.T) + (C + C.T)                               # symmetric bit for bit
+        return _hessian_direct_chunk(P[r], Qn[r], plan, A0[r][..., start:stop], z0[r][..., start:stop],
+                                     y[r][start:stop], B, n)
+
+    jobs = [(r, start) for r in range(R) for start in starts]
+    parts = list(pool.map(one, jobs)) if pool is not None else [one(j) for j in jobs]
+    out = []
+    for r in range(R):
+        GN = C = 0
+        for g, c in parts[r * len(starts):(r + 1) * len(starts)]:      # chunk order, always
+            GN, C = GN + g, C + c
+        out.append(0.5 * (GN + GN.T) + (C + C.T))                      # symmetric bit for bit
+    return torch.stack(out)
 
 
 def hessian(model: Model, params: dict, A0, z0, y, n: int, *, chunk: int | None = None,
@@ -543,9 +590,19 @@ def hessian(model: Model, params: dict, A0, z0, y, n: int, *, chunk: int | None 
         plan = _direct_plan(model, P.dtype, device)
         at = torch.cat([entries for *_, entries in plan])
         H = P.new_zeros(P.shape[0], p, p)
-        for r in range(P.shape[0]):
-            H[r, at.unsqueeze(-1), at.unsqueeze(0)] = _hessian_direct(model, P[r], Q[r], A0[r], z0[r], y[r], n, plan,
-                                                                      prompt_chunk)
+        jobs = P.shape[0] * -(-A0.shape[-1] // prompt_chunk)
+        if device.type == "cpu" and HESSIAN_WORKERS > 1 and jobs > 1:
+            from concurrent.futures import ThreadPoolExecutor
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                with ThreadPoolExecutor(HESSIAN_WORKERS) as pool:
+                    block = _hessian_direct(model, P, Q, A0, z0, y, n, plan, prompt_chunk, pool)
+            finally:
+                torch.set_num_threads(threads)
+        else:
+            block = _hessian_direct(model, P, Q, A0, z0, y, n, plan, prompt_chunk)
+        H[:, at.unsqueeze(-1), at.unsqueeze(0)] = block
         return H.reshape(*lead, p, p)
     theta = model.flatten(params)
     p, L, device = theta.shape[-1], model.L, theta.device

@@ -162,7 +162,8 @@ def _hessian_one_run(model, theta, Z, y, chunk):
     return torch.cat(rows)
 
 
-def hessian(model, params, Z, y, *, dtype=torch.float64, chunk: int = 16, prompt_chunk: int | None = None) -> torch.Tensor:
+def hessian(model, params, Z, y, *, dtype=torch.float64, chunk: int = 16, prompt_chunk: int | None = None,
+            backend: str | None = None) -> torch.Tensor:
     """Exact Hessian of the batch loss over the flat parameter vector ``model.flatten``.
 
     params : dict of ``(..., *shape)``; Z : ``(..., B, d+1, n+1)``; y : ``(..., B)``.
@@ -174,7 +175,9 @@ def hessian(model, params, Z, y, *, dtype=torch.float64, chunk: int = 16, prompt
     model goes through :func:`lintf.fast.hessian` (the hand-written second-order adjoint,
     ``prompt_chunk`` prompts at a time, default :data:`lintf.fast.PROMPT_CHUNK`: memory
     bounded, time linear in ``B``); ``_hessian_one_run`` (double backward through autograd)
-    serves the other variants and is the reference the tests compare it with.
+    serves the other variants and is the reference the tests compare it with. ``backend``
+    (:data:`lintf.fast.BACKENDS`; None: ``$LINTF_BACKEND``, else ``"auto"``): ``"autograd"``
+    sends every model through double backward.
 
     Measured (book's base model, block, 150 parameters, one run, float64, 2 threads on the
     project's 2-core machine shared with other jobs, load average 1.2-1.6, medians of 3):
@@ -185,11 +188,12 @@ def hessian(model, params, Z, y, *, dtype=torch.float64, chunk: int = 16, prompt
     chunk = check_int("chunk", chunk)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    hand = fast.use(model, backend)
     p = model.num_params
     theta = model.flatten(_detached(params, dtype)).expand(*runs, p).reshape(-1, p)
     Z, y = _expand_batch(Z.detach().to(dtype), y.detach().to(dtype), runs)
     Z, y = Z.reshape(-1, *Z.shape[-3:]), y.reshape(-1, y.shape[-1])
-    if fast.supports(model):                        # the hand-written gradient, differentiated forward
+    if hand:                                        # the hand-written second-order adjoint
         A0, z0 = fast.summarize(Z)
         H = fast.hessian(model, model.unflatten(theta), A0, z0, y, Z.shape[-1] - 1, prompt_chunk=prompt_chunk)
         return H.reshape(*runs, p, p)
@@ -249,7 +253,7 @@ def hessian_summary(H) -> dict:
 
 # -- stochastic gradient noise -------------------------------------------------------------
 def gradient_noise(model, params, sample, *, num_batches: int, batch_size: int, big_batch: int,
-                   generator, chunk: int = 50, deviations: bool = False):
+                   generator, chunk: int = 50, deviations: bool = False, backend: str | None = None):
     """Norms ``||g_B - g||`` of ``num_batches`` independent minibatch gradients (paper Fig 3).
 
     ``g_B`` is the gradient of the loss on ``batch_size`` fresh prompts, ``g`` the gradient
@@ -272,9 +276,12 @@ def gradient_noise(model, params, sample, *, num_batches: int, batch_size: int, 
         :meth:`Model.flatten` order, ``(num_batches, p)``: what a Gaussian null of the same
         covariance needs (claim 2).
 
+    backend : :data:`lintf.fast.BACKENDS` (None: ``$LINTF_BACKEND``, else ``"auto"``).
+
     Returns ``(num_batches,)`` in the dtype of ``params`` (prompts are cast to it), or the
     pair ``(norms, deviations)``.
     """
+    hand = fast.use(model, backend)
     lead = _run_dims(model, params)
     if lead:
         raise ValueError(f"params must be a single run (no leading run dims), got run dims {lead}")
@@ -294,7 +301,7 @@ def gradient_noise(model, params, sample, *, num_batches: int, batch_size: int, 
 
     def summed_gradient(Z, y, copies):
         """Gradients ``(copies, *shape)`` of ``sum`` of per-copy losses on ``Z (copies, b, ...)``."""
-        if fast.supports(model):                    # the hand-written gradient, same numbers
+        if hand:                                    # the hand-written gradient, same numbers
             A0, z0 = fast.summarize(Z.to(**cast))
             runs = {k: v.expand(copies, *shapes[k]) for k, v in params.items()}
             return fast.loss_and_grad(model, runs, A0, z0, y.to(**cast), Z.shape[-1] - 1)[1]

@@ -48,20 +48,38 @@ def _check_shapes(P, Q, Z):
                          f"{tuple(Z.shape[:-3])} do not broadcast") from None
 
 
+def _left(W, X):
+    """``W @ X`` for a per-run matrix ``W (..., 1, a, b)`` and per-prompt ``X (..., B, b, m)``.
+
+    Broadcast over the batch axis, ``@`` would multiply ``B`` tiny matrices one by one; as
+    one ``(a, b) @ (b, B m)`` product per run it is one large matmul (the same sums in
+    another association, equal in exact arithmetic).
+    """
+    if W.dim() < 3 or W.shape[-3] != 1:
+        return W @ X
+    W = W.squeeze(-3)
+    lead = torch.broadcast_shapes(W.shape[:-2], X.shape[:-3])
+    (a, b), (B, _, m) = W.shape[-2:], X.shape[-3:]
+    flat = X.expand(*lead, B, b, m).movedim(-3, -2).reshape(*lead, b, B * m)
+    return (W.expand(*lead, a, b) @ flat).reshape(*lead, a, B, m).movedim(-2, -3)
+
+
 def attention_update(P, Q, Z, attention: str = "linear"):
     """One layer's ``(1/n) Attn_{P,Q}(Z)``.
 
-    P, Q : ``(..., d+1, d+1)``, already broadcastable against the batch axis of ``Z``.
-    Z : ``(..., B, d+1, n+1)``. Returns a tensor shaped like ``Z``.
+    P, Q : ``(..., 1, d+1, d+1)`` (one matrix per run, broadcast over the batch axis of
+    ``Z``) or ``(..., B, d+1, d+1)``. Z : ``(..., B, d+1, n+1)``. Returns a tensor shaped
+    like ``Z``. Linear attention is computed as ``P ((Z M Z^T) (Q Z))``.
     """
     n = Z.shape[-1] - 1
     keys = Z[..., :n]                                            # Z M without the zero column
+    QZ = _left(Q, Z)                                             # (..., B, d+1, n+1)
     if attention == "linear":
         A = keys @ keys.transpose(-1, -2)                        # Z M Z^T    (..., B, d+1, d+1)
-        return (P @ A @ Q) @ Z / n                               # P (Z M Z^T) Q Z
-    scores = Z.transpose(-1, -2) @ (Q @ Z)                       # Z^T Q Z    (..., B, n+1, n+1)
+        return _left(P, A @ QZ) / n                              # P (Z M Z^T) Q Z
+    scores = Z.transpose(-1, -2) @ QZ                            # Z^T Q Z    (..., B, n+1, n+1)
     weights = torch.softmax(scores, dim=-2)[..., :n, :]          # over keys, then M drops the query
-    return (P @ keys) @ weights / n
+    return _left(P, keys) @ weights / n
 
 
 def forward(P, Q, Z, attention: str = "linear"):
@@ -210,7 +228,7 @@ class Model:
         X, Y = Z[..., :-1, :], Z[..., -1:, :]                    # (..., B, d, n+1), (..., B, 1, n+1)
         W1, b1 = params["W1"].unsqueeze(-3), params["b1"].unsqueeze(-2).unsqueeze(-1)
         W2, b2 = params["W2"].unsqueeze(-3), params["b2"].unsqueeze(-2).unsqueeze(-1)
-        X = W2 @ torch.relu(W1 @ X + b1) + b2                  # now with the runs' leading dims
+        X = _left(W2, torch.relu(_left(W1, X) + b1)) + b2      # now with the runs' leading dims
         return torch.cat([X, Y.expand(*X.shape[:-2], 1, Y.shape[-1])], dim=-2)
 
     def predict(self, params, Z):

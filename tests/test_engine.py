@@ -1,6 +1,8 @@
 """lintf.engine: the batched program against one run alone and a plain torch loop."""
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -132,7 +134,7 @@ def test_smoothness_recorded():
 
 
 @pytest.mark.parametrize("kwargs, word", [
-    (dict(configs=[("rmsprop", 0.1)]), "optimizer"),
+    (dict(configs=[("lion", 0.1)]), "optimizer"),
     (dict(configs=[("adam", 0.0)]), "lr"),
     (dict(configs=[("adam", -1.0)]), "lr"),
     (dict(configs=[("adam", math.nan)]), "lr"),
@@ -153,3 +155,44 @@ def test_bad_input(kwargs, word):
 def test_seed_must_be_integer():
     with pytest.raises(TypeError, match="seeds"):
         train(MODEL, PROMPTS, [("adam", 0.01)], [0.5], steps=2, batch_size=4, progress=False)
+
+
+def test_autograd_and_fast_backends_agree_on_setting1():
+    """The switch that makes lintf.model the only definition in use: Setting 1 trained 50
+    steps through autograd and through the hand-written path (float64), the same losses,
+    gradient norms, smoothness and checkpoints; the Hessians at the end the same too."""
+    from lintf import measure, settings
+    s = settings.get_setting("setting1")
+    kw = dict(steps=50, batch_size=200, eval_every=10, checkpoint_every=50, record_smoothness=True,
+              smoothness_every=5, dtype=torch.float64, progress=False)
+    runs = [("sgdm", 0.02), ("adam", 0.02)]
+    fast_ = lintf.train(s.model, s.prompts, runs, [0, 1, 2], backend="fast", **kw)
+    auto = lintf.train(s.model, s.prompts, runs, [0, 1, 2], backend="autograd", **kw)
+    for q in ("loss", "grad_norm", "smoothness", "eval_loss"):
+        a = fast_.history.query("quantity == @q").value.to_numpy()
+        b = auto.history.query("quantity == @q").value.to_numpy()
+        assert a.shape == b.shape and len(a)
+        assert np.allclose(a, b, rtol=1e-8, atol=1e-12), q
+    for k, v in fast_.checkpoints[50].items():
+        assert torch.allclose(v, auto.checkpoints[50][k], rtol=1e-8, atol=1e-12), k
+    Z, y = s.prompts.sample(100, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    params = fast_.checkpoints[50]
+    H_fast = measure.hessian(s.model, params, Z, y, backend="fast")
+    H_auto = measure.hessian(s.model, params, Z, y, backend="autograd")
+    assert torch.allclose(H_fast, H_auto, rtol=1e-8, atol=1e-10)
+
+
+def test_backend_choice_and_environment(monkeypatch):
+    from lintf import fast
+    monkeypatch.delenv("LINTF_BACKEND", raising=False)
+    assert fast.backend() == "auto"
+    monkeypatch.setenv("LINTF_BACKEND", "autograd")
+    assert fast.backend() == "autograd" and not fast.use(lintf.Model())
+    monkeypatch.setenv("LINTF_BACKEND", "jax")
+    with pytest.raises(ValueError, match="LINTF_BACKEND"):
+        fast.backend()
+    with pytest.raises(ValueError, match="backend"):
+        fast.use(lintf.Model(), "numpy")
+    with pytest.raises(ValueError, match="fast"):
+        fast.use(lintf.Model(attention="softmax"), "fast")
+    assert fast.use(lintf.Model(), "auto") and not fast.use(lintf.Model(attention="softmax"), "auto")
