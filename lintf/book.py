@@ -26,9 +26,10 @@ import math
 
 import pandas as pd
 
-from . import claims
+from . import claims, summaries
 from . import experiments as E
 from .checks import check_choice, check_int
+from .optim import ALL_OPTIMIZERS
 from .settings import EVAL_PROTOCOLS, PAPER_CONDITION_RATIOS, Scale, default_scale, get_scale, get_setting
 
 BASE = claims.DEFAULT_SETTINGS
@@ -45,7 +46,10 @@ CLAIM_CHAPTER = {1: "adaptive_vs_sgd", 2: "heavy_tails", 3: "conditioning", 4: "
 
 CHAPTER_TITLES = {"adaptive_vs_sgd": "Adam against SGD", "heavy_tails": "Heavy-tailed noise",
                   "conditioning": "Condition numbers", "smoothness": "Smoothness", "depth": "Depth",
-                  "nonlinear": "Nonlinear regression"}
+                  "nonlinear": "Nonlinear regression", "ablation": "Which part of Adam closes the gap?"}
+HYPOTHESIS_CHAPTER = "ablation"
+"""The chapter that runs the ablation and decides the hypotheses beyond the paper
+(:data:`lintf.claims.HYPOTHESES`)."""
 
 
 def builder(kind: str, setting: str) -> str:
@@ -101,6 +105,13 @@ def _training(ctx: Context, settings, lrs="default", steps=None):
             "runs": _concat([g.frames["runs"] for g in got])}
 
 
+def variant_lrs(scale: Scale, setting: str) -> str:
+    """The ``lrs`` a model variant of the adaptive-vs-SGD chapter trains at: its own grid's
+    best, except the figure-only variants where the scale says ``figure_lrs="default"``."""
+    from .settings import FIGURE_ONLY
+    return "default" if setting in FIGURE_ONLY and scale.figure_lrs == "default" else "grid"
+
+
 def claim8_sweep(ctx: Context) -> dict:
     """Claim 8's grid, the same for every attention so that neither is favoured by a finer or
     longer search: ``scale.variant_grid_points`` rates, ``variant_sweep_steps`` iterations."""
@@ -132,8 +143,7 @@ def inputs(claim: int, ctx: Context) -> dict:
     if claim == 3:
         table = [E.table_conditioning(s, sc.name, eval_batch=ctx.protocol, **ctx.kw()).frames["conditioning"]
                  for s in BASE]
-        table_runs = [E.training(s, sc.name, seeds=sc.table_seeds, steps=sc.table_horizon, **ctx.kw())
-                      .frames["runs"] for s in BASE]
+        table_runs = [E.table_training(s, sc.name, **ctx.kw()).frames["runs"] for s in BASE]
         others = [s for s in TAILS + DEPTHS if s not in BASE and s != "gamma"]
         lrs = {s: ("stable" if s.startswith("depth") else "default") for s in others}
         rest = [E.conditioning(s, sc.name, eval_batch=ctx.protocol, at="table", lrs=lrs[s], seeds=ctx.seeds,
@@ -194,6 +204,71 @@ def scorecard(ctx: Context) -> tuple[dict, list[dict]]:
     return verdicts, missing
 
 
+def ablation_runs(ctx: Context, settings=claims.ABLATION_SETTINGS, optimizers=ALL_OPTIMIZERS, clip=True) -> dict:
+    """The ablation's runs (:func:`lintf.experiments.ablation`, every optimizer at its own best
+    rate) on ``settings``: frames ``history``, ``runs`` and ``best`` (the grids' best rates)."""
+    got = {s: E.ablation(s, ctx.scale.name, optimizers=optimizers, clip=clip, seeds=ctx.seeds, steps=ctx.steps,
+                         **ctx.kw())
+           for s in settings}
+    return {"history": _concat([r.frames["history"] for r, _ in got.values()]),
+            "runs": _concat([r.frames["runs"] for r, _ in got.values()]),
+            "best": _concat([b.assign(setting=s) for s, (_, b) in got.items()])}
+
+
+def hypothesis(key: str, ctx: Context, settings=claims.ABLATION_SETTINGS) -> claims.Verdict:
+    """Hypothesis ``key`` (:data:`lintf.claims.HYPOTHESES`) decided on the ablation's runs:
+    what the ablation chapter and the scorecard's rows beyond the paper show."""
+    data = ablation_runs(ctx, settings)
+    return claims.hypothesis(key, data["history"], data["runs"], settings=settings)
+
+
+def beyond(ctx: Context) -> tuple[dict, list[dict]]:
+    """:func:`scorecard` for the hypotheses beyond the paper: ``(verdicts, missing)``."""
+    ctx = dataclasses.replace(ctx, cached_only=True)
+    verdicts, missing = {}, []
+    for k in claims.HYPOTHESES:
+        try:
+            verdicts[k] = hypothesis(k, ctx)
+        except LookupError as err:
+            missing.append({"claim": k, "chapter": HYPOTHESIS_CHAPTER, "reason": str(err)})
+    return verdicts, missing
+
+
+def card(verdicts: dict, texts: dict, chapters) -> pd.DataFrame:
+    """The scorecard's table: one row per claim (or hypothesis) of ``texts``, its verdict
+    (``"not computed"`` when missing from ``verdicts``), what it was decided on and the
+    chapter (``chapters``: one name, or a dict per key)."""
+    rows = []
+    for k, text in texts.items():
+        chapter = chapters[k] if isinstance(chapters, dict) else chapters
+        v = verdicts.get(k)
+        if v is None:
+            rows.append({"claim": k, "statement": text, "verdict": "not computed",
+                         "decided on": f"build {chapter} first", "chapter": chapter})
+            continue
+        t = v.details["parts"]
+        rows.append({"claim": k, "statement": text, "verdict": v.verdict,
+                     "decided on": f"{len(t)} part(s), {int(t['n'].min())}-{int(t['n'].max())} seeds each"
+                     if len(t) else "no testable part", "chapter": chapter})
+    return pd.DataFrame(rows, columns=["claim", "statement", "verdict", "decided on", "chapter"])
+
+
+def evidence_html(verdicts: dict, missing: list[dict]) -> str:
+    """Each verdict's evidence, one line per part, folded in a ``<details>`` block (and the
+    missing ones with their reason), as HTML."""
+    import html
+    blocks = []
+    for v in verdicts.values():
+        lines = "".join(f"<li>{html.escape(line)}</li>" for line in v.evidence.splitlines() if line)
+        blocks.append(f"<details><summary><b>{html.escape(v.label)}: {html.escape(v.verdict)}</b> "
+                      f"({html.escape(v.text)})</summary><ul>{lines}</ul></details>")
+    for m in missing:
+        label = f"{'Hypothesis' if isinstance(m['claim'], str) else 'Claim'} {m['claim']}"
+        blocks.append(f"<details><summary><b>{label}: not computed</b></summary><p>"
+                      f"{html.escape(m['reason'])} (chapter {m['chapter']})</p></details>")
+    return "".join(blocks)
+
+
 def context(scale=None, **kw) -> Context:
     """A :class:`Context` for ``scale`` (None: :func:`lintf.settings.default_scale`)."""
     return Context(get_scale(default_scale() if scale is None else scale), **kw)
@@ -218,7 +293,7 @@ def condition_tables(ctx: Context, settings=BASE, method: str = "diag") -> dict:
     """The condition-number table three ways, from the table's experiment.
 
     Returns ``{"frames": {protocol: conditioning frame}, "runs": runs, "stats": {protocol:
-    lintf.claims.condition_ratio_table}, "table": the display table, "per_seed": tidy
+    lintf.summaries.condition_ratio_table}, "table": the display table, "per_seed": tidy
     (setting, eval_batch, step, seed, ratio)}``. Display columns: the paper's mean (sd) over
     6 seeds; ours on the authors' batch, mean (sd) over seeds; ours over the K batches of
     each seed, median over batches of the per-batch table statistic [min, max]; ours on the
@@ -228,9 +303,8 @@ def condition_tables(ctx: Context, settings=BASE, method: str = "diag") -> dict:
     sc = ctx.scale
     frames = {pr: _concat([E.table_conditioning(s, sc.name, eval_batch=pr, **ctx.kw()).frames["conditioning"]
                            for s in settings]) for pr in TABLE_PROTOCOLS}
-    runs = _concat([E.training(s, sc.name, seeds=sc.table_seeds, steps=sc.table_horizon, **ctx.kw()).frames["runs"]
-                    for s in settings])
-    stats_ = {pr: claims.condition_ratio_table(f, steps=sc.table_steps, method=method, eval_batch=pr,
+    runs = _concat([E.table_training(s, sc.name, **ctx.kw()).frames["runs"] for s in settings])
+    stats_ = {pr: summaries.condition_ratio_table(f, steps=sc.table_steps, method=method, eval_batch=pr,
                                                paper=PAPER_CONDITION_RATIOS, runs=runs).set_index(["setting", "step"])
               for pr, f in frames.items()}
     rows = []

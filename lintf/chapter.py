@@ -96,3 +96,22 @@ def rerun(chapter: str, example: str = "-p scale cpu") -> str:
     """The line that tells a reader how to re-run ``chapter`` with papermill, as Markdown."""
     return (f"Re-run this chapter (from the repository root): "
             f"`papermill book/{chapter}.ipynb out.ipynb --cwd book {example}`")
+
+
+def ablation_options(optimizers=None, clip=True) -> tuple[tuple[str, ...], bool]:
+    """Check the ablation chapter's ``optimizers`` (None: every one of
+    :data:`lintf.optim.ALL_OPTIMIZERS`; else distinct names among them, SGDM and Adam
+    included: they are the gap's two ends) and ``clip`` (True: the paper's global clipping,
+    False: none); ``ValueError``/``TypeError`` naming the bad one."""
+    from .optim import ALL_OPTIMIZERS
+    if optimizers is None:
+        optimizers = ALL_OPTIMIZERS
+    if isinstance(optimizers, str) or not isinstance(optimizers, (list, tuple)):
+        raise TypeError(f"optimizers must be a list of names among {list(ALL_OPTIMIZERS)}, got {optimizers!r}")
+    chosen = tuple(check_choice("optimizers", o, ALL_OPTIMIZERS) for o in optimizers)
+    if len(set(chosen)) != len(chosen) or not {"sgdm", "adam"} <= set(chosen):
+        raise ValueError(f"optimizers must be distinct and include 'sgdm' and 'adam' (the gap's ends), got {list(chosen)}")
+    if not isinstance(clip, bool):
+        raise TypeError(f"clip must be True (the paper's global clipping) or False (none), got {clip!r}")
+    return chosen, clip
+

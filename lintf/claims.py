@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import html
 import math
-import numbers
-import zlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -44,8 +42,12 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .checks import check_choice, check_frame, check_int
+from .checks import check_choice, check_int
 from .stats import VERDICTS
+from .summaries import (_EIGEN_COLUMNS, OPTIMIZERS, _RUN, _cat, _check_frac, _check_frame, _check_level,
+                        _common_horizon, _diverged_note, _final, _log_ratios, _paired, _paired_log, _present,
+                        _slope, _stable_seed, best_lr, condition_ratio_table, final_loss, noise_tail_table,
+                        noise_tails_per_seed)
 
 CLAIMS: dict[int, str] = {
     1: "Adam reaches a lower loss than SGDM in every setting (Fig 2).",
@@ -62,9 +64,19 @@ CLAIMS: dict[int, str] = {
 }
 """The paper's claims, by number."""
 
-OPTIMIZERS = ("sgdm", "adam")
-PROTOCOLS = ("fixed", "authors", "batches", "large")
-"""Evaluation-batch protocols of the conditioning frame (column ``eval_batch``)."""
+HYPOTHESES: dict[str, str] = {
+    "A1": "Sign descent with momentum (signum) closes at least half of the SGDM-Adam log-loss gap.",
+    "A2": ("Adam with beta2 = 0.999 is no better than with the paper's beta2 = 0.9: its final loss is "
+           "at most 10% lower."),
+    "A3": "Normalising SGDM's step (normsgd) closes less of the gap than sign descent.",
+}
+"""Beyond the paper: the ablation chapter's hypotheses about which part of Adam closes the gap,
+decided by the same rule as the claims and shown apart from them."""
+ABLATION_SETTINGS = ("setting1", "setting3")
+"""Where the ablation is run: Setting 1 (gaussian) and Setting 3 (gamma), n = 20."""
+A2_MARGIN = math.log(0.9)
+"""Hypothesis A2's threshold: beta2 = 0.999 counts as no better while its final loss is at
+least 0.9 times beta2 = 0.9's (log ratio above log 0.9)."""
 
 DEFAULT_SETTINGS = ("setting1", "setting2", "setting3")
 """The paper's Settings 1, 2, 3 (Table 1), where Fig 3 shows heavy-tailed noise."""
@@ -78,23 +90,9 @@ ATTENTION = {"linear": "setting1", "softmax": "softmax"}
 GAP_KEPT = 0.5
 """Claim 7: the share of the reference's log gap that must remain on the light-tailed data."""
 
-_RUN = ["setting", "optimizer", "lr", "seed"]
 
 
 # -- argument checks -----------------------------------------------------------------
-_check_frame = check_frame
-
-
-def _check_level(level) -> float:
-    return stats._check_level(level)
-
-
-def _check_frac(frac) -> float:
-    if isinstance(frac, bool) or not isinstance(frac, numbers.Real) or not 0 < frac <= 1:
-        raise ValueError(f"frac must be a number in (0, 1], got {frac!r}")
-    return float(frac)
-
-
 def _check_names(name: str, value) -> tuple[str, ...] | None:
     if value is None:
         return None
@@ -104,11 +102,6 @@ def _check_names(name: str, value) -> tuple[str, ...] | None:
     if not all(isinstance(v, str) for v in out):
         raise TypeError(f"{name} must be a setting name or a sequence of them, got {value!r}")
     return out
-
-
-def _stable_seed(*parts) -> list[int]:
-    """Seed words that depend only on the names, so adding a setting leaves others' draws."""
-    return [zlib.crc32(str(p).encode()) for p in parts]
 
 
 # -- verdicts --------------------------------------------------------------------------
@@ -131,7 +124,7 @@ class Verdict:
         missing}``.
     """
 
-    claim: int
+    claim: int | str
     text: str
     verdict: str
     statistic: float
@@ -142,6 +135,11 @@ class Verdict:
     def __post_init__(self):
         check_choice("verdict", self.verdict, VERDICTS)
 
+    @property
+    def label(self) -> str:
+        """"Claim 3" for the paper's claims, "Hypothesis A1" for the ablation's."""
+        return f"{'Hypothesis' if isinstance(self.claim, str) else 'Claim'} {self.claim}"
+
     def to_row(self) -> dict:
         """One row of the scorecard table."""
         return {"claim": self.claim, "text": self.text, "verdict": self.verdict,
@@ -150,14 +148,14 @@ class Verdict:
 
     def _repr_markdown_(self) -> str:
         lines = "\n".join(f"- {line}" for line in self.evidence.splitlines() if line)
-        return (f"**Claim {self.claim}.** {self.text}\n\n**Verdict: {self.verdict}** "
+        return (f"**{self.label}.** {self.text}\n\n**Verdict: {self.verdict}** "
                 f"(deciding statistic {_fmt(self.statistic)}, one-sided 95% bounds "
                 f"[{_fmt(self.interval[0])}, {_fmt(self.interval[1])}])\n\n{lines}\n")
 
     def _repr_html_(self) -> str:
         items = "".join(f"<li>{html.escape(line)}</li>" for line in self.evidence.splitlines() if line)
         colour = VERDICT_COLORS[self.verdict]
-        return (f"<div><p><b>Claim {self.claim}.</b> {html.escape(self.text)}</p>"
+        return (f"<div><p><b>{self.label}.</b> {html.escape(self.text)}</p>"
                 f"<p><span style='background:{colour};color:white;padding:1px 6px;border-radius:3px'>"
                 f"{html.escape(self.verdict)}</span> deciding statistic {_fmt(self.statistic)}, "
                 f"one-sided 95% bounds [{_fmt(self.interval[0])}, {_fmt(self.interval[1])}]</p>"
@@ -237,376 +235,7 @@ def _decide(claim: int, parts: list[dict], notes: list[str], data=None,
         stat, interval = float(row["statistic"]), (float(row["low"]), float(row["high"]))
     details = {"parts": table, "data": data if data is not None else pd.DataFrame(),
                "untested": untested}
-    return Verdict(claim, CLAIMS[claim], overall, stat, interval, "\n".join(lines), details)
-
-
-# -- shared tables ---------------------------------------------------------------------
-def final_loss(history: pd.DataFrame, quantity: str = "eval_loss", frac: float = 0.1,
-               runs: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Final loss of every run: the mean of the last ``frac`` of its recorded values.
-
-    history : tidy (setting, optimizer, lr, seed, step, quantity, value). ``quantity`` falls
-        back to ``"loss"`` when ``history`` records no ``quantity`` at all.
-    runs : optional runs table (setting, optimizer, lr, seed, diverged); its diverged flags
-        are added to ours.
-    Returns one row per run: setting, optimizer, lr, seed, final_loss (squared error; NaN
-    when diverged), diverged (any non-finite ``loss`` or ``quantity`` value), quantity,
-    n_values (how many values were averaged: ``ceil(frac * recorded)``).
-    """
-    _check_frame("history", history, _RUN + ["step", "quantity", "value"])
-    if not isinstance(quantity, str):
-        raise TypeError(f"quantity must be a string, got {quantity!r}")
-    frac = _check_frac(frac)
-    used = quantity if (history["quantity"] == quantity).any() else "loss"
-    cols = ["setting", "optimizer", "lr", "seed", "final_loss", "diverged", "quantity", "n_values"]
-    h = history.loc[history["quantity"] == used, _RUN + ["step", "value"]]
-    if h.empty:
-        return pd.DataFrame(columns=cols)
-    h = h.sort_values(_RUN + ["step"])
-    g = h.groupby(_RUN, sort=True)
-    count = g["value"].transform("size")
-    from_end = g.cumcount(ascending=False)
-    keep = from_end < np.ceil(frac * count)
-    out = h[keep].groupby(_RUN, sort=True)["value"].agg(["mean", "size"])
-    out.columns = ["final_loss", "n_values"]
-    # a run is diverged if its training loss or the averaged quantity ever went non-finite
-    watch = history[history["quantity"].isin({used, "loss"})]
-    bad = (~np.isfinite(watch["value"].to_numpy(dtype=float)))
-    diverged = pd.Series(bad, index=watch.index).groupby([watch[c] for c in _RUN]).any()
-    out["diverged"] = diverged.reindex(out.index, fill_value=False).astype(bool)
-    if runs is not None:
-        _check_frame("runs", runs, _RUN + ["diverged"])
-        flagged = runs.set_index(_RUN)["diverged"].astype(bool)
-        out["diverged"] |= flagged.reindex(out.index, fill_value=False).to_numpy()
-    out.loc[out["diverged"], "final_loss"] = math.nan
-    out["quantity"] = used
-    return out.reset_index()[cols]
-
-
-def best_lr(sweep: pd.DataFrame) -> pd.DataFrame:
-    """Best learning rate per (setting, optimizer) of a grid search.
-
-    sweep : tidy (setting, optimizer, lr, seed, final_loss, diverged), e.g. from
-        :func:`final_loss`. A rate is eligible only if none of its seeds diverged; the
-        best eligible rate has the lowest final loss averaged over seeds.
-    Returns one row per (setting, optimizer): best_lr (NaN when every rate diverged),
-    final_loss (its mean over seeds), n_seeds, n_lrs, diverged_lrs (rates with any
-    diverged seed), diverged_runs (``(lr, seed)`` pairs that diverged).
-    """
-    _check_frame("sweep", sweep, _RUN + ["final_loss", "diverged"])
-    s = sweep.copy()
-    s["diverged"] = s["diverged"].astype(bool) | ~np.isfinite(s["final_loss"].astype(float))
-    rows = []
-    for (setting, opt), grp in s.groupby(["setting", "optimizer"], sort=True):
-        per_lr = grp.groupby("lr").agg(mean=("final_loss", "mean"), any_div=("diverged", "any"),
-                                       n=("seed", "nunique"))
-        ok = per_lr[~per_lr["any_div"]]
-        best = ok["mean"].idxmin() if len(ok) else math.nan
-        bad = grp[grp["diverged"]]
-        rows.append({"setting": setting, "optimizer": opt, "best_lr": best,
-                     "final_loss": ok["mean"].min() if len(ok) else math.nan,
-                     "n_seeds": int(per_lr.loc[best, "n"]) if len(ok) else 0,
-                     "n_lrs": len(per_lr),
-                     "diverged_lrs": tuple(float(v) for v in per_lr.index[per_lr["any_div"]]),
-                     "diverged_runs": tuple((float(a), int(b)) for a, b in zip(bad["lr"], bad["seed"]))})
-    return pd.DataFrame(rows, columns=["setting", "optimizer", "best_lr", "final_loss", "n_seeds",
-                                       "n_lrs", "diverged_lrs", "diverged_runs"])
-
-
-def _lr_map(lrs) -> dict[tuple[str, str], float]:
-    """``{(setting, optimizer): lr}`` from that form or ``{setting: {optimizer: lr}}``."""
-    if lrs is None:
-        return {}
-    if not isinstance(lrs, Mapping):
-        raise TypeError(f"lrs must be a mapping {{(setting, optimizer): lr}} or "
-                        f"{{setting: {{optimizer: lr}}}}, got {type(lrs).__name__}")
-    out = {}
-    for key, val in lrs.items():
-        if isinstance(val, Mapping):
-            for opt, lr in val.items():
-                out[(key, opt)] = float(lr)
-        elif isinstance(key, tuple) and len(key) == 2:
-            out[key] = float(val)
-        else:
-            raise TypeError(f"lrs key {key!r} must be (setting, optimizer) or a setting "
-                            "mapping to {optimizer: lr}")
-    return out
-
-
-def _select_lr(frame: pd.DataFrame, lrs, score: pd.DataFrame | None) -> tuple[pd.DataFrame, list[str]]:
-    """Keep one learning rate per (setting, optimizer): ``lrs`` if given, the only one
-    present, else the best by :func:`best_lr` on ``score`` (final losses)."""
-    chosen = _lr_map(lrs)
-    notes, keep = [], []
-    for (setting, opt), grp in frame.groupby(["setting", "optimizer"], sort=True):
-        present = np.unique(grp["lr"].to_numpy(dtype=float))
-        if (setting, opt) in chosen:
-            lr = chosen[(setting, opt)]
-            if not np.isclose(present, lr, rtol=1e-9, atol=0).any():
-                notes.append(f"{setting}/{opt}: lr {lr:g} asked for but not in the data "
-                             f"({', '.join(f'{v:g}' for v in present)})")
-                continue
-        elif len(present) == 1:
-            lr = present[0]
-        else:
-            if score is None:
-                raise ValueError(f"{setting}/{opt} has several learning rates "
-                                 f"({', '.join(f'{v:g}' for v in present)}); pass lrs=")
-            best = best_lr(score[(score["setting"] == setting) & (score["optimizer"] == opt)])
-            lr = float(best["best_lr"].iloc[0]) if len(best) else math.nan
-            if not math.isfinite(lr):
-                notes.append(f"{setting}/{opt}: every learning rate diverged")
-                continue
-            notes.append(f"{setting}/{opt}: lr {lr:g} chosen by lowest mean final loss among "
-                         f"{', '.join(f'{v:g}' for v in present)}")
-        keep.append(grp[np.isclose(grp["lr"].to_numpy(dtype=float), lr, rtol=1e-9, atol=0)])
-    out = pd.concat(keep) if keep else frame.iloc[:0]
-    return out, notes
-
-
-def _final(history, quantity, frac, lrs, runs) -> tuple[pd.DataFrame, list[str]]:
-    fl = final_loss(history, quantity, frac, runs)
-    chosen, notes = _select_lr(fl, lrs, fl)
-    if len(fl) and fl["quantity"].iloc[0] != quantity:
-        notes.append(f"no {quantity} recorded: final loss from the training loss 'loss'")
-    chosen = chosen.assign(log_loss=np.log(chosen["final_loss"].astype(float)))
-    return chosen, notes
-
-
-def _diverged_note(frame: pd.DataFrame, where: str) -> list[str]:
-    bad = frame[frame["diverged"]]
-    if bad.empty:
-        return []
-    runs = ", ".join(f"{o} seed {int(s)}" for o, s in zip(bad["optimizer"], bad["seed"]))
-    return [f"{where}: {len(bad)} diverged run(s) excluded ({runs})"]
-
-
-def _paired_log(final: pd.DataFrame, a: tuple[str, str], b: tuple[str, str]) -> tuple[pd.Series, list[str]]:
-    """Per-seed ``log_loss(a) - log_loss(b)``; a and b are (setting, optimizer)."""
-    def series(key):
-        f = final[(final["setting"] == key[0]) & (final["optimizer"] == key[1])]
-        return f.set_index("seed")["log_loss"]
-    sa, sb = series(a), series(b)
-    diff = (sa - sb).dropna()
-    lost = sorted((set(sa.index) | set(sb.index)) - set(diff.index))
-    notes = []
-    if lost:
-        notes.append(f"{a[0]}/{a[1]} vs {b[0]}/{b[1]}: seed(s) {lost} unpaired or diverged, excluded")
-    return diff, notes
-
-
-
-def _common_horizon(history: pd.DataFrame, settings) -> tuple[pd.DataFrame, list[str]]:
-    """Cut the histories of ``settings`` at the last iteration they all reached, so that a
-    comparison across settings trained for different horizons compares like with like."""
-    last = history[history["setting"].isin(settings)].groupby("setting")["step"].max()
-    if len(last) < 2 or last.nunique() == 1:
-        return history, []
-    T = int(last.min())
-    keep = ~history["setting"].isin(settings) | (history["step"] <= T)
-    return history[keep], [f"compared at the common horizon, iteration {T} "
-                           f"({', '.join(f'{s}: {int(t)}' for s, t in last.items())} trained)"]
-
-
-
-def _slope(x: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """Least-squares slope of each row of ``ys`` (shape (..., k)) against ``x`` (k,)."""
-    xc = x - x.mean()
-    return (ys - ys.mean(axis=-1, keepdims=True)) @ xc / (xc @ xc)
-
-
-def _cat(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def _present(frame: pd.DataFrame, settings) -> tuple[str, ...]:
-    have = tuple(sorted(frame["setting"].unique()))
-    return have if settings is None else tuple(s for s in settings if s in have)
-
-
-def _paired(a: pd.Series, b: pd.Series, what: str) -> tuple[pd.Series, list[str]]:
-    """``a - b`` over the seeds both have (per-seed Series), and a note for the others."""
-    d = (a - b).dropna()
-    lost = sorted((set(a.dropna().index) | set(b.dropna().index)) - set(d.index))
-    return d, ([f"{what}: seed(s) {lost} not in both, excluded"] if lost else [])
-
-
-# -- gradient noise ----------------------------------------------------------------------
-_NOISE = ["setting", "seed", "sample", "value"]
-_EIGEN_COLUMNS = ["setting", "seed", "index", "value"]
-
-
-def noise_tails_per_seed(noise: pd.DataFrame, spectrum: pd.DataFrame | None = None, n_sims: int = 200,
-                         seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
-    """Tail statistics of the gradient-noise norms of every (setting, seed), with notes.
-
-    noise : tidy (setting, seed, sample, value = ||g_B - g||).
-    spectrum : tidy (setting, seed, index, value = eigenvalues of the sample covariance of
-        the deviations ``g_B - g`` at that initialisation seed), or None (no null).
-    Returns one row per (setting, seed): n_samples, kurtosis, hill, null_kurtosis,
-    null_kurtosis_sd, null_hill, null_hill_sd, kurtosis_excess, hill_deficit (see
-    :func:`lintf.stats.tail_excess`; NaN null columns where the seed has no spectrum). The
-    Gaussian null of each (setting, seed) has its own random stream, fixed by ``seed``,
-    the setting's name and the seed.
-    """
-    _check_frame("noise", noise, _NOISE)
-    if spectrum is not None:
-        _check_frame("spectrum", spectrum, _EIGEN_COLUMNS)
-    n_sims = check_int("n_sims", n_sims, minimum=2)
-    seed = check_int("seed", seed, minimum=0)
-    from .measure import hill_index
-    rows, notes, missing = [], [], []
-    specs = {} if spectrum is None else {k: g.sort_values("index")["value"].to_numpy(dtype=float)
-                                         for k, g in spectrum.groupby(["setting", "seed"], sort=True)}
-    for (s, unit), g in noise.groupby(["setting", "seed"], sort=True):
-        v = g["value"].to_numpy(dtype=float)
-        bad = int((~np.isfinite(v)).sum())
-        v = v[np.isfinite(v)]
-        if bad:
-            notes.append(f"{s} seed {unit}: {bad} non-finite noise value(s) dropped")
-        if v.size < 3:
-            notes.append(f"{s} seed {unit}: fewer than 3 noise samples, left out")
-            continue
-        row = {"setting": s, "seed": unit, "n_samples": v.size}
-        if (s, unit) in specs:
-            e = stats.tail_excess(v, specs[(s, unit)], n_sims=n_sims,
-                                  seed=[seed, *_stable_seed("noise", s), int(unit)])
-            row.update(kurtosis=e["kurtosis"], hill=e["hill"], null_kurtosis=e["null_kurtosis_mean"],
-                       null_kurtosis_sd=e["null_kurtosis_sd"], null_hill=e["null_hill_mean"],
-                       null_hill_sd=e["null_hill_sd"], kurtosis_excess=e["kurtosis_excess"],
-                       hill_deficit=e["hill_deficit"])
-        else:
-            missing.append(f"{s} seed {unit}")
-            row.update(kurtosis=stats.excess_kurtosis(v), hill=hill_index(v))
-        rows.append(row)
-    if spectrum is not None and missing:
-        notes.append(f"no covariance spectrum for {', '.join(missing)}: no Gaussian null there")
-    cols = ["setting", "seed", "n_samples", "kurtosis", "hill", "null_kurtosis", "null_kurtosis_sd",
-            "null_hill", "null_hill_sd", "kurtosis_excess", "hill_deficit"]
-    return pd.DataFrame(rows, columns=cols), notes
-
-
-def noise_tail_table(noise: pd.DataFrame, spectrum: pd.DataFrame | None = None, n_sims: int = 200,
-                     level: float = 0.95, seed: int = 0) -> pd.DataFrame:
-    """Tails of the gradient-noise norms ``||g_B - g||`` per setting, against the Gaussian null.
-
-    noise, spectrum : as in :func:`noise_tails_per_seed` (spectrum None: observed columns only).
-    Returns one row per setting: n_seeds, n_samples (total), kurtosis (observed excess
-    kurtosis, mean over seeds), null_kurtosis (mean over seeds of the null's mean),
-    kurtosis_excess (mean over seeds of observed - null), low, high (one-sided ``level``
-    bounds of the mean excess by :func:`lintf.stats.test` over seeds), hill (observed Hill
-    index, mean over seeds), null_hill, hill_deficit (null - observed).
-    """
-    level = _check_level(level)
-    per, _ = noise_tails_per_seed(noise, spectrum, n_sims, seed)
-    rows = []
-    for s, g in per.groupby("setting", sort=True):
-        ex = g["kurtosis_excess"].to_numpy(dtype=float)
-        ok = np.isfinite(ex)
-        t = stats.test(ex[ok], level=level) if ok.any() else None
-        rows.append({"setting": s, "n_seeds": len(g), "n_samples": int(g["n_samples"].sum()),
-                     "kurtosis": g["kurtosis"].mean(), "null_kurtosis": g["null_kurtosis"].mean(),
-                     "kurtosis_excess": ex[ok].mean() if ok.any() else math.nan,
-                     "low": t.low if t else math.nan, "high": t.high if t else math.nan,
-                     "hill": g["hill"].mean(), "null_hill": g["null_hill"].mean(),
-                     "hill_deficit": g["hill_deficit"].mean()})
-    return pd.DataFrame(rows, columns=["setting", "n_seeds", "n_samples", "kurtosis", "null_kurtosis",
-                                       "kurtosis_excess", "low", "high", "hill", "null_hill",
-                                       "hill_deficit"])
-
-
-# -- condition numbers -------------------------------------------------------------------
-_COND = _RUN + ["step", "eval_batch", "batch", "method", "value"]
-
-
-def _log_ratios(conditioning, steps, method, eval_batch, lrs, runs):
-    """Per-batch and per-seed ``log(R_med(SGDM) / R_med(Adam))`` on the same batch.
-
-    Returns (per_seed: setting, step, seed, log_ratio (mean over the seed's batches),
-    ratio (its exp), n_batches; per_batch: setting, step, seed, batch, log_ratio; notes).
-    """
-    _check_frame("conditioning", conditioning, _COND)
-    check_choice("method", method, ("eig", "diag"))
-    check_choice("eval_batch", eval_batch, PROTOCOLS)
-    steps = tuple(check_int(f"steps[{i}]", s, minimum=0) for i, s in enumerate(steps))
-    c = conditioning[(conditioning["method"] == method) & (conditioning["eval_batch"] == eval_batch)
-                     & conditioning["step"].isin(steps)]
-    notes = []
-    if c.empty and len(conditioning):
-        notes.append(f"no R_med values for method {method!r}, eval_batch {eval_batch!r} at steps "
-                     f"{list(steps)}")
-    c, n2 = _select_lr(c, lrs, None)
-    notes += n2
-    c = c.assign(value=c["value"].astype(float))
-    if runs is not None:
-        _check_frame("runs", runs, _RUN + ["diverged"])
-        bad = runs[runs["diverged"].astype(bool)].set_index(_RUN).index
-        mask = c.set_index(_RUN).index.isin(bad)
-        if mask.any():
-            notes.append(f"{int(c[mask].groupby(_RUN).ngroups)} diverged run(s) excluded")
-        c = c[~mask]
-    wide = c.pivot_table(index=["setting", "step", "seed", "batch"], columns="optimizer", values="value",
-                         aggfunc="first")
-    for opt in OPTIMIZERS:
-        if opt not in wide.columns:
-            wide[opt] = math.nan
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = (wide["sgdm"] / wide["adam"]).to_numpy(dtype=float)
-    ok = np.isfinite(ratio) & (ratio > 0)
-    if (~ok).any():
-        notes.append(f"{int((~ok).sum())} (setting, step, seed, batch) without a finite positive pair "
-                     "of R_med values excluded")
-    per_batch = wide.index.to_frame(index=False)[ok].assign(log_ratio=np.log(ratio[ok]))
-    per_seed = (per_batch.groupby(["setting", "step", "seed"], sort=True)["log_ratio"]
-                .agg(log_ratio="mean", n_batches="size").reset_index())
-    per_seed["ratio"] = np.exp(per_seed["log_ratio"])
-    return per_seed, per_batch, notes
-
-
-def condition_ratio_table(conditioning: pd.DataFrame, steps=(750, 1250), method: str = "diag",
-                          eval_batch: str = "large", lrs=None, paper: Mapping | None = None,
-                          runs: pd.DataFrame | None = None, level: float = 0.95) -> pd.DataFrame:
-    """The paper's table: ``R_med(SGDM) / R_med(Adam)`` per setting and step.
-
-    conditioning : tidy (setting, optimizer, lr, seed, step, eval_batch, batch, method,
-        value=R_med; also eval_size, lambda_max, lambda_median, unused here).
-    method : ``"diag"`` (max / median of |diag H|, the paper's footnote and code) or
-        ``"eig"`` (lambda_max / lambda_median of the Hessian, the paper's text).
-    eval_batch : the protocol of the evaluation batches, one of :data:`PROTOCOLS`.
-    lrs : learning rate per (setting, optimizer) when the data holds several.
-    paper : ``{setting: {step: (mean, std)}}``, the paper's numbers, added as columns.
-    Returns one row per (setting, step): n_seeds, n_batches (per seed, the most), mean and
-    std (ddof=1) over seeds of the per-seed ratio (the paper's statistic; a seed's ratio is
-    ``exp`` of its mean log ratio over its batches), geo_mean (exp of the mean log ratio),
-    low/high (``exp`` of the one-sided ``level`` bounds of :func:`lintf.stats.test` on the
-    per-seed log ratios), and batch_median, batch_min, batch_max: over batch index ``k``,
-    the median, min and max of the table statistic on batch ``k`` alone (mean over seeds of
-    the ratio on batch k; equal to ``mean`` for single-batch protocols); paper_mean and
-    paper_std when given.
-    """
-    level = _check_level(level)
-    per_seed, per_batch, _ = _log_ratios(conditioning, steps, method, eval_batch, lrs, runs)
-    rows = []
-    for (s, step), grp in per_seed.groupby(["setting", "step"], sort=True):
-        lr_ = grp["log_ratio"].to_numpy()
-        r = np.exp(lr_)
-        t = stats.test(lr_, level=level)
-        pb = per_batch[(per_batch["setting"] == s) & (per_batch["step"] == step)]
-        by_k = pb.assign(r=np.exp(pb["log_ratio"])).groupby("batch")["r"].mean()
-        row = {"setting": s, "step": int(step), "n_seeds": r.size, "n_batches": int(grp["n_batches"].max()),
-               "mean": r.mean(), "std": r.std(ddof=1) if r.size > 1 else math.nan,
-               "geo_mean": float(np.exp(lr_.mean())), "low": math.exp(t.low), "high": math.exp(t.high),
-               "batch_median": float(by_k.median()), "batch_min": float(by_k.min()),
-               "batch_max": float(by_k.max())}
-        if paper is not None:
-            m, sd = paper.get(s, {}).get(int(step), (math.nan, math.nan))
-            row.update(paper_mean=m, paper_std=sd)
-        rows.append(row)
-    cols = ["setting", "step", "n_seeds", "n_batches", "mean", "std", "geo_mean", "low", "high",
-            "batch_median", "batch_min", "batch_max"]
-    if paper is not None:
-        cols += ["paper_mean", "paper_std"]
-    return pd.DataFrame(rows, columns=cols)
+    return Verdict(claim, {**CLAIMS, **HYPOTHESES}[claim], overall, stat, interval, "\n".join(lines), details)
 
 
 # -- the claims --------------------------------------------------------------------------
@@ -1041,3 +670,112 @@ def claim8(history: pd.DataFrame, linear: str = ATTENTION["linear"], softmax: st
                            what="mean log(softmax/linear final loss)", extra=f"({lr_note})"))
         data.append(pd.DataFrame({"optimizer": opt, "seed": d.index, "log_gap": d.to_numpy()}))
     return _decide(8, parts, notes, _cat(data), untested, level)
+
+
+# -- beyond the paper: the ablation --------------------------------------------------------
+def _ablation_logs(history, runs, frac):
+    """Per (setting, seed) the log final loss of every optimizer (columns), diverged runs NaN."""
+    final = final_loss(history, "eval_loss", frac, runs)
+    final = final.assign(log_loss=np.log(final["final_loss"].astype(float)))
+    return final.pivot_table(index=["setting", "seed"], columns="optimizer", values="log_loss", aggfunc="first")
+
+
+def _fraction_bounds(closed: np.ndarray, gap: np.ndarray, level: float) -> tuple[float, float]:
+    """Bounds of the share ``theta`` of the gap closed, by the decision rule inverted: the
+    ``theta`` at which the sign-flip test's one-sided bounds of ``mean(closed - theta gap)`` cross
+    0 (Fieller's construction with :func:`lintf.stats.test`); NaN unless every gap is > 0."""
+    if closed.size < 2 or not (gap > 0).all():
+        return math.nan, math.nan
+
+    def root(which):
+        lo, hi = -20.0, 20.0
+        f = lambda t: getattr(stats.test(closed - t * gap, level=level), which)   # noqa: E731  decreasing in t
+        if f(lo) < 0 or f(hi) > 0:
+            return -math.inf if f(lo) < 0 else math.inf
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if f(mid) > 0 else (lo, mid)
+        return 0.5 * (lo + hi)
+    return root("low"), root("high")
+
+
+def gap_closed(history: pd.DataFrame, runs: pd.DataFrame | None = None, frac: float = 0.1,
+               level: float = 0.95) -> pd.DataFrame:
+    """The share of the SGDM-Adam gap each optimizer closes, per setting.
+
+    Per seed, ``gap = log L(sgdm) - log L(adam)`` and ``closed = log L(sgdm) - log L(o)``
+    (``L`` the final loss, :func:`lintf.summaries.final_loss`); the share is
+    ``mean(closed) / mean(gap)`` (0: no better than SGDM, 1: as good as Adam), with one-sided
+    ``level`` bounds by :func:`_fraction_bounds`. Returns one row per (setting, optimizer):
+    n_seeds, final_loss (geometric mean over seeds) with loss_low, loss_high (``exp`` of the
+    sign-flip bounds of the mean log loss), closed (mean log ratio), share, low, high.
+    """
+    level = _check_level(level)
+    logs = _ablation_logs(history, runs, _check_frac(frac))
+    rows = []
+    for s, g in logs.groupby(level="setting", sort=True):
+        if not {"sgdm", "adam"} <= set(g.columns):
+            continue
+        for o in g.columns:
+            ok = g[list(dict.fromkeys(["sgdm", "adam", o]))].dropna()
+            if ok.empty:
+                continue
+            gap, closed = (ok["sgdm"] - ok["adam"]).to_numpy(), (ok["sgdm"] - ok[o]).to_numpy()
+            low, high = _fraction_bounds(closed, gap, level)
+            loss = stats.test(ok[o].to_numpy(dtype=float), level=level)
+            rows.append({"setting": s, "optimizer": o, "n_seeds": len(ok), "final_loss": float(np.exp(ok[o].mean())),
+                         "loss_low": math.exp(loss.low), "loss_high": math.exp(loss.high),
+                         "closed": closed.mean(), "share": closed.mean() / gap.mean() if gap.mean() else math.nan,
+                         "low": low, "high": high})
+    return pd.DataFrame(rows, columns=["setting", "optimizer", "n_seeds", "final_loss", "loss_low", "loss_high",
+                                       "closed", "share", "low", "high"])
+
+
+_HYPOTHESIS_PARTS = {
+    # key: (optimizers needed, per-seed value from the log losses, threshold, what)
+    "A1": (("sgdm", "adam", "signsgd"), lambda w: (w["sgdm"] - w["signsgd"]) - 0.5 * (w["sgdm"] - w["adam"]), 0.0,
+           "mean of closed(signsgd) - gap/2"),
+    "A2": (("adam", "adam_b2_0.999"), lambda w: w["adam_b2_0.999"] - w["adam"], A2_MARGIN,
+           "mean log(final loss beta2=0.999 / beta2=0.9)"),
+    "A3": (("signsgd", "normsgd"), lambda w: w["normsgd"] - w["signsgd"], 0.0,
+           "mean log(final loss normsgd / signsgd)"),
+}
+
+
+def hypothesis(key: str, history: pd.DataFrame, runs: pd.DataFrame | None = None, settings=ABLATION_SETTINGS,
+               frac: float = 0.1, level: float = 0.95) -> Verdict:
+    """Decide the ablation's hypothesis ``key`` (:data:`HYPOTHESES`) by the claims' rule.
+
+    Rule, per setting and seed, with ``log L(o)`` the log final loss of optimizer ``o``
+    (:func:`lintf.summaries.final_loss`, diverged runs dropped):
+
+    - A1: ``[log L(sgdm) - log L(signsgd)] - 0.5 [log L(sgdm) - log L(adam)] > 0``;
+    - A2: ``log L(adam_b2_0.999) - log L(adam) > log 0.9`` (:data:`A2_MARGIN`);
+    - A3: ``log L(normsgd) - log L(signsgd) > 0``.
+
+    Each setting is one part decided by :func:`lintf.stats.test`; the hypothesis is
+    :func:`lintf.stats.combine` of its settings' parts, like a claim.
+    """
+    check_choice("key", key, HYPOTHESES)
+    level = _check_level(level)
+    need, value, threshold, what = _HYPOTHESIS_PARTS[key]
+    logs = _ablation_logs(history, runs, _check_frac(frac))
+    settings = _check_names("settings", settings)
+    parts, notes, untested, data = [], [], [], []
+    for s in settings:
+        if s not in logs.index.get_level_values("setting") or not set(need) <= set(logs.columns):
+            untested.append(f"{s} (no runs of {', '.join(need)})")
+            continue
+        w = logs.xs(s, level="setting")[list(need)]
+        lost = w.index[w.isna().any(axis=1)].tolist()
+        if lost:
+            notes.append(f"{s}: seed(s) {lost} with a diverged or missing run, excluded")
+        w = w.dropna()
+        if w.empty:
+            untested.append(f"{s} (every seed diverged)")
+            continue
+        v = value(w).to_numpy(dtype=float)
+        parts.append(_part(s, v, level, threshold=threshold, what=what))
+        data.append(pd.DataFrame({"setting": s, "seed": w.index, "value": v}))
+    return _decide(key, parts, notes, _cat(data), untested, level)
+

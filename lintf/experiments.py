@@ -26,15 +26,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import measure
+from . import fast, measure
 from .checks import check_choice, check_int, check_lrs, check_seeds
 from .progress import bar
 from .data import AUTHORS_COVARIATES, authors_prompts
 from .engine import EVAL_SEED, initial_params, resolve_device, train
 from .engine import eval_batch as eval_batch_of
-from .optim import OPTIMIZERS, OptimConfig
+from .optim import ALL_OPTIMIZERS, OPTIMIZERS, OptimConfig
 from .settings import EVAL_PROTOCOLS, Scale, Setting, default_scale, get_scale, get_setting
 from .store import ResultStore
+from .summaries import best_lr, final_loss
 
 LR_CHOICES = ("default", "paper", "grid", "stable")
 """Which learning rates the main runs use: the defaults (the authors' README values where they
@@ -62,7 +63,10 @@ def _with_setting(frame: pd.DataFrame, name: str) -> pd.DataFrame:
 
 def _get(kind: str, config: dict, compute, setting: Setting, scale: Scale, store, cached_only: bool):
     """Serve ``kind`` from the store, computing it unless ``cached_only`` (then a missing
-    result is a ``LookupError``: the scorecard reads, it never recomputes)."""
+    result is a ``LookupError``: the scorecard reads, it never recomputes). The key also holds
+    the backend (``$LINTF_BACKEND``, :func:`lintf.fast.backend`), which every computation here
+    follows."""
+    config = {**config, "backend": fast.backend()}
     store = store or ResultStore()
     if cached_only:
         result = store.load(kind, config)
@@ -96,7 +100,6 @@ def learning_rates(setting, scale=None, *, lrs="default", points=None, sweep_ste
     if lrs == "stable":
         return stable_search(setting, scale.name, seeds=seeds, steps=steps, device=device, store=store,
                              progress=progress, cached_only=cached_only)[0]
-    from .claims import best_lr
     sweep = lr_sweep(setting, scale.name, points=points, steps=sweep_steps, device=device, store=store,
                      progress=progress, cached_only=cached_only).frames["sweep"]
     rates = {row.optimizer: float(row.best_lr) for row in best_lr(sweep).itertuples()}
@@ -110,44 +113,189 @@ def learning_rates(setting, scale=None, *, lrs="default", points=None, sweep_ste
 def stable_search(setting, scale=None, *, seeds=None, steps=None, device="auto", store=None, progress=None,
                   cached_only=False) -> tuple[dict, pd.DataFrame]:
     """The depth chapter's rule: for each optimizer, the largest rate of the grid ``default x
-    scale.depth_grid`` (tried from the largest down) at which no run of ``seeds`` diverges
-    within ``steps`` iterations (None: the scale's).
+    scale.depth_grid`` at which no run of ``seeds`` diverges within ``steps`` iterations (None:
+    the scale's).
 
-    Each try is a :func:`training` of both optimizers (stored: the first is the runs at the
-    default rates, the paper's Table 2 for the depths); an optimizer that diverged on any
-    seed moves one grid point down. Returns ``(rates, tries)``: ``tries`` has one row per
-    try and optimizer, ``optimizer, lr, diverged, runs``; an optimizer whose every rate
-    diverged keeps the smallest (its runs then count as diverged in the claims).
+    The largest rate is tried first: :func:`training` of both optimizers at it (stored: at the
+    default rates these are the paper's Table 2 runs for the depths). Every optimizer that
+    diverged there on some seed then tries all the smaller rates of the grid in ONE batched
+    program (:func:`grid_training`: one program is cheaper than one try per rate). Returns
+    ``(rates, tries)``: ``tries`` has one row per rate tried and optimizer, ``optimizer, lr,
+    diverged, runs``; an optimizer whose every rate diverged keeps the smallest (its runs then
+    count as diverged in the claims).
     """
+    rates, tries, _ = _stable(setting, scale, seeds, steps, device, store, progress, cached_only)
+    return rates, tries
+
+
+def _stable(setting, scale, seeds, steps, device, store, progress, cached_only):
+    """:func:`stable_search`, plus ``{optimizer: the Result holding its runs at its rate}``."""
     setting, scale = _resolve(setting, scale)
     factors = sorted(scale.depth_grid, reverse=True)
-    at = {o: 0 for o in OPTIMIZERS}
-    rows = []
-    while True:
-        rates = {o: setting.lrs[o] * factors[at[o]] for o in OPTIMIZERS}
-        runs = training(setting, scale.name, lrs=rates, seeds=seeds, steps=steps, device=device, store=store,
-                        progress=progress, cached_only=cached_only).frames["runs"]
-        bad = runs.groupby("optimizer")["diverged"].sum()
-        rows += [{"optimizer": o, "lr": rates[o], "diverged": int(bad.get(o, 0)),
-                  "runs": int((runs["optimizer"] == o).sum())} for o in OPTIMIZERS]
-        lower = [o for o in OPTIMIZERS if bad.get(o, 0) and at[o] + 1 < len(factors)]
-        if not lower:
-            return rates, pd.DataFrame(rows).drop_duplicates(["optimizer", "lr"], keep="last").reset_index(drop=True)
-        for o in lower:
-            at[o] += 1
+    top = {o: setting.lrs[o] * factors[0] for o in OPTIMIZERS}
+    kw = dict(seeds=seeds, steps=steps, device=device, store=store, progress=progress, cached_only=cached_only)
+    first = training(setting, scale.name, lrs=top, **kw)
+    results = [first]
+    lower = [o for o in OPTIMIZERS if first.frames["runs"].query("optimizer == @o")["diverged"].any()]
+    if lower and len(factors) > 1:
+        configs = [(o, setting.lrs[o] * f) for o in lower for f in factors[1:]]
+        results.append(grid_training(setting, scale.name, configs, **kw))
+    rows, source = [], {}
+    for res in results:
+        for (o, lr), runs in res.frames["runs"].groupby(["optimizer", "lr"], sort=False):
+            rows.append({"optimizer": o, "lr": float(lr), "diverged": int(runs["diverged"].sum()), "runs": len(runs)})
+            source[(o, float(lr))] = res
+    tries = pd.DataFrame(rows).sort_values(["optimizer", "lr"], ascending=[True, False], ignore_index=True)
+    rates = {}
+    for o in OPTIMIZERS:
+        mine = tries[tries["optimizer"] == o]
+        fine = mine[mine["diverged"] == 0]
+        rates[o] = float((fine if len(fine) else mine)["lr"].iloc[0 if len(fine) else -1])
+    return rates, tries, {o: source[(o, rates[o])] for o in OPTIMIZERS}
 
 
-def _train_config(setting, scale, lrs, seeds, steps, device) -> dict:
-    return {**_describe(setting), "lrs": lrs, "seeds": list(seeds), "steps": steps,
-            "batch_size": scale.batch_size, "eval_every": scale.eval_every,
-            "checkpoint_every": scale.checkpoint_every, "clip": setting.clip,
-            "smoothness": setting.record_smoothness, "smoothness_every": scale.smoothness_every,
-            "device": device.type}
+def _train_config(setting, scale, configs, seeds, steps, device, smoothness, clip=True) -> dict:
+    config = {**_describe(setting), "configs": [list(c) for c in configs], "seeds": list(seeds), "steps": steps,
+              "batch_size": scale.batch_size, "eval_every": scale.eval_every,
+              "checkpoint_every": scale.checkpoint_every, "clip": setting.clip if clip else None,
+              "smoothness": smoothness, "smoothness_every": scale.smoothness_every,
+              "device": device.type}
+    if any(o not in OPTIMIZERS for o, _ in configs):
+        config["optim"] = dataclasses.asdict(OptimConfig(clip=config["clip"]))
+    return config
 
 
-def training(setting, scale=None, *, lrs="default", seeds=None, steps=None, device="auto", store=None,
-             progress=None, cached_only=False):
+def _program(setting, scale, configs, seeds, steps, smoothness, dev, progress, clip=True):
+    """The stored frames and tensors of one batched training program of ``configs x seeds``
+    (``clip``: the setting's global clipping, else none)."""
+    res = train(setting.model, setting.prompts, configs, seeds, steps=steps, batch_size=scale.batch_size,
+                optim_config=OptimConfig(clip=setting.clip if clip else None), eval_every=scale.eval_every,
+                checkpoint_every=scale.checkpoint_every, record_smoothness=smoothness,
+                smoothness_every=scale.smoothness_every, device=dev, progress=progress, desc=setting.name)
+    meta = pd.DataFrame({"seconds": [res.seconds], "steps": [steps], "runs": [len(res.runs)]})
+    return {"runs": res.runs, "history": res.history, "meta": meta}, res.to_tensors()
+
+
+def grid_training(setting, scale=None, configs=None, *, seeds=None, steps=None, smoothness=None, clip=True,
+                  device="auto", store=None, progress=None, cached_only=False):
+    """:func:`training` of any list of ``(optimizer, lr)`` pairs (several rates per optimizer,
+    any of :data:`lintf.optim.ALL_OPTIMIZERS`) from every seed, one batched program; the same
+    frames and tensors. clip : the setting's global-norm clipping (False: none)."""
+    setting, scale = _resolve(setting, scale)
+    if isinstance(configs, (str, bytes)) or not configs:
+        raise ValueError("configs must be a non-empty list of (optimizer, lr) pairs")
+    configs = [(check_choice("configs optimizer", o, ALL_OPTIMIZERS), float(check_lrs("configs lr", [lr])[0]))
+               for o, lr in configs]
+    if not isinstance(clip, bool):
+        raise TypeError(f"clip must be True (the setting's clipping) or False (none), got {clip!r}")
+    seeds = check_seeds("seeds", scale.seeds_for(setting) if seeds is None else seeds)
+    steps = check_int("steps", scale.steps_for(setting) if steps is None else steps)
+    smoothness = setting.record_smoothness if smoothness is None else bool(smoothness)
+    dev = resolve_device(device)
+    config = _train_config(setting, scale, configs, seeds, steps, dev, smoothness, clip)
+    return _get("training", config,
+                lambda: _program(setting, scale, configs, seeds, steps, smoothness, dev, progress, clip),
+                setting, scale, store, cached_only)
+
+
+ABLATION_BASE = {"sgdm": "sgdm", "normsgd": "sgdm", "sgdm_coordclip": "sgdm", "adam": "adam", "signsgd": "adam",
+                 "rmsprop": "adam", "adam_b2_0.99": "adam", "adam_b2_0.999": "adam", "adam_nobias": "adam"}
+"""Whose default rate centres each optimizer's grid in :func:`ablation`: SGDM's for the
+methods that step along the (clipped, normalised) gradient, Adam's for those whose step has a
+fixed size per coordinate."""
+
+
+def ablation_grid(setting, scale=None, optimizers=ALL_OPTIMIZERS) -> list[tuple[str, float]]:
+    """The ``(optimizer, lr)`` pairs of :func:`ablation`'s grid: the setting's default rate of
+    :data:`ABLATION_BASE` times each of ``scale.ablation_factors``."""
+    setting, scale = _resolve(setting, scale)
+    return [(o, setting.lrs[ABLATION_BASE[check_choice("optimizers[i]", o, ALL_OPTIMIZERS)]] * f)
+            for o in optimizers for f in scale.ablation_factors]
+
+
+def ablation(setting, scale=None, *, optimizers=ALL_OPTIMIZERS, clip=True, seeds=None, steps=None, device="auto",
+             store=None, progress=None, cached_only=False):
+    """Every optimizer of ``optimizers`` at its own best rate: the ablation chapter's runs.
+
+    The rate: the lowest mean final training loss (:func:`lintf.summaries.best_lr`) among the
+    rates of :func:`ablation_grid` at which no seed of ``scale.sweep_seeds`` diverged in
+    ``scale.ablation_sweep_steps`` iterations (one batched program; every rate diverged: the
+    smallest). Then every optimizer at its rate from every one of ``seeds`` (None: the scale's)
+    for ``steps`` iterations (None: ``scale.ablation_steps``), one batched program, with the
+    directional smoothness. clip : the setting's global clipping (the paper's), or none.
+
+    Returns ``(runs, best)``: the Result of the final runs (frames ``runs, history`` as
+    :func:`training`, checkpoints) and the grid's :func:`lintf.summaries.best_lr` table.
+    """
+    setting, scale = _resolve(setting, scale)
+    if isinstance(optimizers, str) or not optimizers:
+        raise ValueError(f"optimizers must be a non-empty list among {list(ALL_OPTIMIZERS)}, got {optimizers!r}")
+    optimizers = tuple(check_choice("optimizers[i]", o, ALL_OPTIMIZERS) for o in optimizers)
+    if len(set(optimizers)) != len(optimizers):
+        raise ValueError(f"optimizers must be distinct, got {list(optimizers)}")
+    seeds = check_seeds("seeds", scale.seeds if seeds is None else seeds)
+    steps = check_int("steps", scale.ablation_steps if steps is None else steps)
+    kw = dict(clip=clip, device=device, store=store, progress=progress, cached_only=cached_only)
+    grid = grid_training(setting, scale.name, ablation_grid(setting, scale, optimizers), seeds=scale.sweep_seeds,
+                         steps=min(scale.ablation_sweep_steps, steps), smoothness=False, **kw)
+    final = final_loss(grid.frames["history"], quantity="loss", runs=grid.frames["runs"])
+    best = best_lr(final)
+    rates = {}
+    for o in optimizers:
+        row = best[best["optimizer"] == o]
+        rates[o] = float(row["best_lr"].iloc[0])
+        if rates[o] != rates[o]:                                       # every rate diverged
+            rates[o] = min(lr for name, lr in ablation_grid(setting, scale, [o]))
+    runs = grid_training(setting, scale.name, [(o, rates[o]) for o in optimizers], seeds=seeds, steps=steps,
+                         smoothness=True, **kw)
+    return runs, best
+
+
+def ablation_conditioning(setting, scale=None, *, optimizers=ALL_OPTIMIZERS, clip=True, seeds=None, steps=None,
+                          eval_batch=None, device="auto", store=None, progress=None, cached_only=False):
+    """``R_med`` (:func:`conditioning`'s frame) of the runs of :func:`ablation`, on protocol
+    ``eval_batch`` (None: the scale's verdict protocol), at the last of ``scale.table_steps``
+    those runs reach (else their last checkpoint before the end)."""
+    setting, scale = _resolve(setting, scale)
+    protocol = _protocol(eval_batch, scale)
+    runs, _ = ablation(setting, scale.name, optimizers=optimizers, clip=clip, seeds=seeds, steps=steps, device=device,
+                       store=store, progress=progress, cached_only=cached_only)
+    from .engine import TrainResult
+    have = sorted(TrainResult.checkpoints_from_tensors(runs.tensors))
+    table = [s for s in scale.table_steps if s in have]
+    at = [table[-1]] if table else [have[-2] if len(have) > 1 else have[-1]]
+    return _conditioning(setting, scale, runs, protocol, at, store, progress, cached_only)
+
+
+def _select(rates: dict, sources: dict) -> tuple[dict, dict]:
+    """The runs at ``rates[o]`` of ``sources[o]`` (a Result) for each optimizer ``o``, in
+    :data:`OPTIMIZERS` order, as one training's frames and tensors (runs renumbered,
+    checkpoints row-aligned with ``runs``)."""
+    runs, history, tensors = [], [], {}
+    for o in OPTIMIZERS:
+        res = sources[o]
+        r, h = res.frames["runs"], res.frames["history"]
+        mine = r[(r["optimizer"] == o) & (r["lr"] == rates[o])]
+        idx = torch.tensor(mine["run"].to_numpy())
+        runs.append(mine)
+        history.append(h[(h["optimizer"] == o) & (h["lr"] == rates[o])])
+        for k, v in res.tensors.items():
+            tensors.setdefault(k, []).append(v[idx])
+    runs = pd.concat(runs, ignore_index=True).drop(columns="setting", errors="ignore")
+    runs["run"] = np.arange(len(runs))
+    history = pd.concat(history, ignore_index=True).drop(columns="setting", errors="ignore")
+    meta = pd.DataFrame({"seconds": [0.0], "steps": [int(history["step"].max())], "runs": [len(runs)]})
+    return {"runs": runs, "history": history, "meta": meta}, {k: torch.cat(v) for k, v in tensors.items()}
+
+
+def training(setting, scale=None, *, lrs="default", seeds=None, steps=None, smoothness=None, device="auto",
+             store=None, progress=None, cached_only=False):
     """Train SGDM and Adam on ``setting`` from every seed (one batched program).
+
+    lrs : :data:`LR_CHOICES` or a dict ``{optimizer: rate}`` (:func:`learning_rates`). With
+        ``"stable"`` the runs are those :func:`stable_search` trained at the rates it chose
+        (not trained again).
+    smoothness : record the directional smoothness (None: the setting's ``record_smoothness``).
 
     Returns a Result with frames ``runs`` and ``history`` (see
     :class:`lintf.engine.TrainResult`, plus a ``setting`` column) and the checkpoints as
@@ -156,22 +304,21 @@ def training(setting, scale=None, *, lrs="default", seeds=None, steps=None, devi
     setting, scale = _resolve(setting, scale)
     seeds = check_seeds("seeds", scale.seeds_for(setting) if seeds is None else seeds)
     steps = check_int("steps", scale.steps_for(setting) if steps is None else steps)
+    smoothness = setting.record_smoothness if smoothness is None else bool(smoothness)
     dev = resolve_device(device)
+    if isinstance(lrs, str) and lrs == "stable":
+        if smoothness != setting.record_smoothness:
+            raise ValueError("smoothness must be None (the setting's) with lrs='stable'")
+        rates, _, sources = _stable(setting, scale, seeds, steps, device, store, progress, cached_only)
+        config = {**_train_config(setting, scale, [(o, rates[o]) for o in OPTIMIZERS], seeds, steps, dev, smoothness),
+                  "selected_from": {o: sources[o].key for o in OPTIMIZERS}}
+        return _get("training", config, lambda: _select(rates, sources), setting, scale, store, cached_only)
     rates = learning_rates(setting, scale.name, lrs=lrs, seeds=seeds, steps=steps, device=device, store=store,
                            progress=progress, cached_only=cached_only)
-    config = _train_config(setting, scale, rates, seeds, steps, dev)
-
-    def compute():
-        res = train(setting.model, setting.prompts, [(o, rates[o]) for o in OPTIMIZERS], seeds, steps=steps,
-                    batch_size=scale.batch_size, optim_config=OptimConfig(clip=setting.clip),
-                    eval_every=scale.eval_every, checkpoint_every=scale.checkpoint_every,
-                    record_smoothness=setting.record_smoothness, smoothness_every=scale.smoothness_every,
-                    device=dev, progress=progress,
-                    desc=setting.name)
-        meta = pd.DataFrame({"seconds": [res.seconds], "steps": [steps], "runs": [len(res.runs)]})
-        return {"runs": res.runs, "history": res.history, "meta": meta}, res.to_tensors()
-
-    return _get("training", config, compute, setting, scale, store, cached_only)
+    configs = [(o, rates[o]) for o in OPTIMIZERS]
+    config = _train_config(setting, scale, configs, seeds, steps, dev, smoothness)
+    return _get("training", config, lambda: _program(setting, scale, configs, seeds, steps, smoothness, dev, progress),
+                setting, scale, store, cached_only)
 
 
 AT_CHOICES = ("table", "checkpoints")
@@ -241,9 +388,9 @@ CONDITIONING_DTYPES = {"optimizer": str, "lr": float, "seed": int, "step": int, 
 
 
 def conditioning(setting, scale=None, *, eval_batch=None, at="checkpoints", lrs="default", seeds=None, steps=None,
-                 device="auto", store=None, progress=None, cached_only=False):
+                 smoothness=None, device="auto", store=None, progress=None, cached_only=False):
     """``R_med`` of the exact float64 Hessian, by eigenvalues and by the diagonal, of the runs
-    of :func:`training` (same ``lrs, seeds, steps``) at the steps ``at`` (:data:`AT_CHOICES`
+    of :func:`training` (same ``lrs, seeds, steps, smoothness``) at the steps ``at`` (:data:`AT_CHOICES`
     or a list), on the evaluation protocol ``eval_batch`` (:data:`lintf.settings.EVAL_PROTOCOLS`;
     None: the scale's ``eval_protocol``, the one claim 3 is decided on):
 
@@ -269,8 +416,13 @@ def conditioning(setting, scale=None, *, eval_batch=None, at="checkpoints", lrs=
                          f"{setting.name} has {setting.prompts.covariates!r}")
     if isinstance(at, str):
         check_choice("at", at, AT_CHOICES)
-    trained = training(setting, scale.name, lrs=lrs, seeds=seeds, steps=steps, device=device, store=store,
-                       progress=progress, cached_only=cached_only)
+    trained = training(setting, scale.name, lrs=lrs, seeds=seeds, steps=steps, smoothness=smoothness, device=device,
+                       store=store, progress=progress, cached_only=cached_only)
+    return _conditioning(setting, scale, trained, protocol, at, store, progress, cached_only)
+
+
+def _conditioning(setting, scale, trained, protocol, at, store, progress, cached_only):
+    """:func:`conditioning` of the runs of ``trained`` (a training Result)."""
     from .engine import TrainResult
     checkpoints = TrainResult.checkpoints_from_tensors(trained.tensors)
     todo = _hessian_steps(setting, scale, checkpoints, at)
@@ -319,16 +471,83 @@ def conditioning(setting, scale=None, *, eval_batch=None, at="checkpoints", lrs=
     return dataclasses.replace(result, frames=frames)
 
 
-def table_conditioning(setting, scale=None, *, eval_batch=None, lrs="default", seeds=None, device="auto",
-                       store=None, progress=None, cached_only=False):
-    """The condition-number table's experiment: :func:`conditioning` of SGDM and Adam from
-    every one of ``seeds`` (None: ``scale.table_seeds``), trained ``scale.table_horizon``
-    iterations, at ``scale.table_steps``, on protocol ``eval_batch`` (None: the scale's verdict
-    protocol)."""
+def table_training(setting, scale=None, *, lrs="default", device="auto", store=None, progress=None,
+                   cached_only=False):
+    """The runs of the condition-number table: SGDM and Adam from every one of
+    ``scale.table_seeds``, ``scale.table_horizon`` iterations, without the smoothness record
+    (the table reads their checkpoints and divergence).
+
+    The seeds that the long loss runs of :func:`training` also train (same rates, at least as
+    many iterations) are not trained again: their first ``table_horizon`` iterations are those
+    runs' (the same initialisation, the same batches), cut at the horizon; the other seeds are
+    one batched program. Frames and tensors as :func:`training`, runs in optimizer then seed order.
+    """
     setting, scale = _resolve(setting, scale)
-    return conditioning(setting, scale.name, eval_batch=eval_batch, at="table", lrs=lrs,
-                        seeds=scale.table_seeds if seeds is None else seeds, steps=scale.table_horizon,
-                        device=device, store=store, progress=progress, cached_only=cached_only)
+    kw = dict(lrs=lrs, device=device, store=store, progress=progress, cached_only=cached_only)
+    horizon, seeds = scale.table_horizon, scale.table_seeds
+    long_seeds = scale.seeds_for(setting)
+    shared = [s for s in seeds if s in long_seeds] if scale.steps_for(setting) >= horizon else []
+    if not shared:
+        return training(setting, scale.name, seeds=seeds, steps=horizon, smoothness=False, **kw)
+    long = training(setting, scale.name, **kw)
+    rest = [s for s in seeds if s not in shared]
+    extra = training(setting, scale.name, seeds=rest, steps=horizon, smoothness=False, **kw) if rest else None
+    rates = learning_rates(setting, scale.name, lrs=lrs, device=device, store=store, progress=progress,
+                           cached_only=cached_only)
+    dev = resolve_device(device)
+    config = {**_train_config(setting, scale, [(o, rates[o]) for o in OPTIMIZERS], seeds, horizon, dev, False),
+              "cut_from": long.key, "with": None if extra is None else extra.key}
+    return _get("training", config, lambda: _cut_and_join(long, shared, extra, horizon, seeds),
+                setting, scale, store, cached_only)
+
+
+def _cut_and_join(long, shared, extra, horizon: int, seeds) -> tuple[dict, dict]:
+    """The runs of seeds ``shared`` of ``long`` cut at iteration ``horizon`` (what a program of
+    ``horizon`` iterations records: losses before it, evaluations and checkpoints up to it,
+    divergence before it; no smoothness), joined with ``extra``'s runs, in optimizer then
+    ``seeds`` order."""
+    r, h = long.frames["runs"], long.frames["history"]
+    r = r[r["seed"].isin(shared)].copy()
+    late = r["diverged_step"] >= horizon
+    r.loc[late, "diverged"], r.loc[late, "diverged_step"] = False, -1
+    h = h[h["seed"].isin(shared) & (h["quantity"] != "smoothness")]
+    h = h[(h["step"] < horizon) | ((h["quantity"] == "eval_loss") & (h["step"] == horizon))]
+    parts = [(r, h, {k: v for k, v in long.tensors.items() if int(k.split("/")[0]) <= horizon})]
+    if extra is not None:
+        parts.append((extra.frames["runs"], extra.frames["history"], extra.tensors))
+    runs = pd.concat([p[0].assign(_part=i) for i, p in enumerate(parts)], ignore_index=True)
+    runs["_o"] = runs["optimizer"].map(OPTIMIZERS.index)
+    runs["_s"] = runs["seed"].map(list(seeds).index)
+    runs = runs.sort_values(["_o", "_s"], kind="stable")
+    tensors = {}
+    for k in parts[0][2]:
+        tensors[k] = torch.cat([parts[i][2][k][torch.tensor([run])] for i, run in zip(runs["_part"], runs["run"])])
+    history = pd.concat([p[1] for p in parts], ignore_index=True)
+    history = history.assign(_o=history["optimizer"].map(OPTIMIZERS.index), _s=history["seed"].map(list(seeds).index))
+    order = {"loss": 0, "grad_norm": 1, "eval_loss": 2}
+    history = (history.assign(_q=history["quantity"].map(order))
+               .sort_values(["_q", "_o", "_s", "step"], kind="stable").drop(columns=["_q", "_o", "_s"]))
+    runs = runs.drop(columns=["_part", "_o", "_s"]).reset_index(drop=True)
+    runs["run"] = np.arange(len(runs))
+    drop = ["setting"]
+    meta = pd.DataFrame({"seconds": [0.0], "steps": [horizon], "runs": [len(runs)]})
+    return ({"runs": runs.drop(columns=drop, errors="ignore"),
+             "history": history.drop(columns=drop, errors="ignore").reset_index(drop=True), "meta": meta}, tensors)
+
+
+def table_conditioning(setting, scale=None, *, eval_batch=None, lrs="default", device="auto",
+                       store=None, progress=None, cached_only=False):
+    """The condition-number table's experiment: :func:`conditioning` of the runs of
+    :func:`table_training` at ``scale.table_steps``, on protocol ``eval_batch`` (None: the
+    scale's verdict protocol)."""
+    setting, scale = _resolve(setting, scale)
+    protocol = _protocol(eval_batch, scale)
+    if protocol == "authors" and setting.prompts.covariates not in AUTHORS_COVARIATES:
+        raise ValueError(f"eval_batch='authors' needs covariates among {list(AUTHORS_COVARIATES)}; "
+                         f"{setting.name} has {setting.prompts.covariates!r}")
+    trained = table_training(setting, scale.name, lrs=lrs, device=device, store=store, progress=progress,
+                             cached_only=cached_only)
+    return _conditioning(setting, scale, trained, protocol, "table", store, progress, cached_only)
 
 
 def batch_size_curve(setting, scale=None, *, step=None, seed: int = 0, lrs="default", device="auto", store=None,
@@ -345,8 +564,8 @@ def batch_size_curve(setting, scale=None, *, step=None, seed: int = 0, lrs="defa
     Frame ``curve``: ``setting, optimizer, lr, seed, step, size, batch, method, value``.
     """
     setting, scale = _resolve(setting, scale)
-    trained = training(setting, scale.name, lrs=lrs, seeds=scale.table_seeds, steps=scale.table_horizon,
-                       device=device, store=store, progress=progress, cached_only=cached_only)
+    trained = table_training(setting, scale.name, lrs=lrs, device=device, store=store, progress=progress,
+                             cached_only=cached_only)
     from .engine import TrainResult
     checkpoints = TrainResult.checkpoints_from_tensors(trained.tensors)
     step = scale.table_steps[0] if step is None else check_int("step", step, minimum=0)
@@ -461,7 +680,8 @@ def lr_sweep(setting, scale=None, *, points: int | None = None, steps: int | Non
     program.
 
     Frame ``sweep``: ``setting, optimizer, lr, seed, final_loss, diverged, diverged_step`` with
-    ``final_loss`` the mean training loss over the last 10% of steps (NaN if diverged).
+    ``final_loss`` that of :func:`lintf.summaries.final_loss` on the training loss (the mean over
+    the last 10% of steps; NaN if diverged).
     """
     setting, scale = _resolve(setting, scale)
     dev = resolve_device(device)
@@ -479,12 +699,10 @@ def lr_sweep(setting, scale=None, *, points: int | None = None, steps: int | Non
                     batch_size=scale.batch_size, optim_config=OptimConfig(clip=setting.clip),
                     eval_every=steps, checkpoint_every=None, device=dev, progress=progress,
                     desc=f"{setting.name} lr grid")
-        h = res.history[res.history.quantity == "loss"]
-        tail = h[h.step >= steps - max(1, steps // 10)]
-        final = tail.groupby(["optimizer", "lr", "seed"], sort=False).value.mean().rename("final_loss")
-        sweep = res.runs[["optimizer", "lr", "seed", "diverged", "diverged_step"]].merge(
-            final.reset_index(), on=["optimizer", "lr", "seed"])
-        sweep.loc[sweep.diverged, "final_loss"] = float("nan")
+        final = final_loss(res.history.assign(setting=setting.name), quantity="loss", frac=0.1,
+                           runs=res.runs.assign(setting=setting.name))
+        sweep = res.runs[["optimizer", "lr", "seed", "diverged_step"]].merge(
+            final[["optimizer", "lr", "seed", "final_loss", "diverged"]], on=["optimizer", "lr", "seed"])
         return {"sweep": sweep[["optimizer", "lr", "seed", "final_loss", "diverged", "diverged_step"]]}
 
     return _get("sweep", config, compute, setting, scale, store, cached_only)

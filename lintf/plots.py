@@ -28,9 +28,14 @@ from scipy import stats
 from .checks import check_choice, check_frame, check_int
 from .claims import VERDICT_COLORS
 
-PALETTE = {"sgdm": "#0173B2", "adam": "#DE8F05"}
-"""Optimizer colours (seaborn ``colorblind`` blue and orange), for every figure."""
-LABELS = {"sgdm": "SGDM", "adam": "Adam"}
+PALETTE = {"sgdm": "#0173B2", "adam": "#DE8F05", "signsgd": "#D55E00", "normsgd": "#CC78BC", "rmsprop": "#CA9161",
+           "adam_b2_0.99": "#56B4E9", "adam_b2_0.999": "#029E73", "adam_nobias": "#949494",
+           "sgdm_coordclip": "#FBAFE4"}
+"""Optimizer colours (seaborn ``colorblind``: SGDM blue, Adam orange), for every figure; the
+others are the ablation's (:data:`lintf.optim.ALL_OPTIMIZERS`)."""
+LABELS = {"sgdm": "SGDM", "adam": "Adam", "signsgd": "signum", "normsgd": "normalised SGDM", "rmsprop": "RMSprop",
+          "adam_b2_0.99": "Adam, β2 0.99", "adam_b2_0.999": "Adam, β2 0.999", "adam_nobias": "Adam, no bias corr.",
+          "sgdm_coordclip": "SGDM, coord. clip"}
 NOISE_COLOR = "#029E73"
 """Colour of gradient-noise histograms (colorblind green), which belong to no optimizer."""
 FIT_COLOR = "#333333"
@@ -524,7 +529,7 @@ def lr_grid(sweep: pd.DataFrame, setting: str | None = None, ax: Axes | None = N
     sweep : tidy (setting, optimizer, lr, seed, final_loss, diverged), one setting.
     Per seed final losses are dots; the line joins the mean over seeds of rates where
     no seed diverged. A rate with a diverged seed is an ``x`` at the top of the panel.
-    chosen : ``{optimizer: lr}`` or a :func:`lintf.claims.best_lr` table: a star on the line.
+    chosen : ``{optimizer: lr}`` or a :func:`lintf.summaries.best_lr` table: a star on the line.
     published : ``{optimizer: lr}``, or ``{source: {optimizer: lr}}`` for several sources
         (e.g. ``{"Table 2": ..., "README": ...}``): a marker along the bottom of the panel,
         one shape per source, in the optimizer's colour, with a faint vertical guide.

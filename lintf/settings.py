@@ -152,7 +152,8 @@ class Scale:
         measured at each of ``noise_seeds`` (initialisations: the units claim 2 is decided on).
     table_seeds, table_horizon : the condition-number table's own experiment: SGDM and Adam
         from every one of ``table_seeds``, trained ``table_horizon`` iterations, Hessians at
-        ``table_steps`` (the seeds are cheap at this horizon; the long loss runs keep ``seeds``).
+        ``table_steps`` (the seeds are cheap at this horizon, the last table iteration; the long
+        loss runs keep ``seeds``).
     eval_size, eval_batches, eval_large, eval_protocol : the evaluation protocols of ``R_med``
         (:data:`EVAL_PROTOCOLS`): batches of ``eval_size`` prompts (the authors' 1000), ``eval_batches``
         independent ones per seed, one batch of ``eval_large`` per seed; ``eval_protocol`` is the
@@ -165,6 +166,14 @@ class Scale:
     variant_steps : iterations of softmax, separate Q/K and the nonlinear setting (None:
         ``extra_steps``); variant_seeds : the seeds of separate Q/K and the large model, which
         no claim is decided on (None: ``seeds``).
+    figure_lrs : the rates of the figure-only variants (:data:`FIGURE_ONLY`): ``"grid"`` (the
+        best of their own grid) or ``"default"`` (the setting's, no grid search).
+    skip_variants : model variants the adaptive-vs-SGD chapter leaves out at this scale (too
+        slow for it; no claim is decided on them).
+    ablation_steps, ablation_sweep_steps, ablation_factors : the ablation chapter: every
+        optimizer's grid is its base rate times ``ablation_factors``, searched over
+        ``ablation_sweep_steps`` iterations on ``sweep_seeds``; the runs at the chosen rates
+        last ``ablation_steps`` (:func:`lintf.experiments.ablation`).
     depth_grid : factors of the paper's depth rates tried, from the largest down, by
         :func:`lintf.experiments.stable_search`: the depth runs use the largest rate at which
         none of their seeds diverges within the depth horizon.
@@ -191,7 +200,7 @@ class Scale:
     extra_steps: int | None = None
     large_steps: int | None = None
     table_seeds: tuple = tuple(range(20))
-    table_horizon: int = 1500
+    table_horizon: int = 1250
     eval_size: int = 1000
     eval_batches: int = 3
     eval_large: int = 5000
@@ -204,6 +213,11 @@ class Scale:
     variant_steps: int | None = None
     variant_seeds: tuple | None = None
     variant_sweep_steps: int | None = None
+    figure_lrs: str = "grid"
+    skip_variants: tuple = ()
+    ablation_steps: int = 10000
+    ablation_sweep_steps: int = 1000
+    ablation_factors: tuple = (1 / 4, 1 / 2, 1.0, 2.0, 4.0)
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_every", "smoothness_every", "checkpoint_every", "sweep_steps",
@@ -218,11 +232,12 @@ class Scale:
         if self.hessian_steps is not None and not set(self.table_steps) <= set(self.hessian_steps):
             raise ValueError(f"table_steps {self.table_steps} must be among hessian_steps {self.hessian_steps}")
         for name in ("table_horizon", "eval_size", "eval_batches", "eval_large", "curve_chunks",
-                     "variant_grid_points"):
+                     "variant_grid_points", "ablation_steps", "ablation_sweep_steps"):
             check_int(name, getattr(self, name))
         check_seeds("table_seeds", self.table_seeds)
         check_seeds("noise_seeds", self.noise_seeds)
         check_choice("eval_protocol", self.eval_protocol, EVAL_PROTOCOLS)
+        check_choice("figure_lrs", self.figure_lrs, ("grid", "default"))
         if max(self.table_steps) > self.table_horizon or any(s % self.checkpoint_every for s in self.table_steps):
             raise ValueError(f"table_steps {self.table_steps} must be checkpoints (multiples of "
                              f"{self.checkpoint_every}) within table_horizon={self.table_horizon}")
@@ -262,19 +277,22 @@ SCALES: dict[str, Scale] = {s.name: s for s in [
     Scale("paper", steps=10000, seeds=tuple(range(6)), table_seeds=tuple(range(50)), eval_batches=10,
           eval_large=20000, curve_sizes=(1000, 2000, 5000, 10000, 20000, 50000, 100000), curve_chunks=300,
           noise_seeds=tuple(range(6))),
-    # Fits a 20-minute build on 2 CPU cores from an empty store (measured: README).
-    Scale("cpu", steps=3000, seeds=tuple(range(6)), smoothness_every=10, hessian_steps=tuple(range(0, 1501, 250)),
-          extra_hessian_steps=(0, 250, 500, 750), hessian_max_params=300, sweep_steps=300,
-          sweep_seeds=(0, 1), noise_batches=500, noise_big_batch=10000, depth_steps=800, extra_steps=800,
-          large_steps=50, table_seeds=tuple(range(20)), eval_batches=3, eval_large=3000,
+    # Sized for a 20-minute build on 2 CPU cores from an empty store (measured: README).
+    Scale("cpu", steps=1250, seeds=tuple(range(6)), smoothness_every=20, hessian_steps=tuple(range(0, 1251, 250)),
+          extra_hessian_steps=(0, 250, 750), hessian_max_params=300, sweep_steps=200,
+          sweep_seeds=(0, 1), noise_batches=200, noise_big_batch=10000, depth_steps=750, extra_steps=750,
+          large_steps=50, table_seeds=tuple(range(20)), eval_batches=2, eval_large=2000,
           curve_sizes=(1000, 2000, 5000, 10000, 20000), curve_chunks=40, noise_seeds=tuple(range(6)),
-          variant_grid_points=3, variant_steps=200, variant_seeds=(0, 1, 2), variant_sweep_steps=100),
+          variant_grid_points=3, variant_steps=120, variant_seeds=(0, 1, 2), variant_sweep_steps=100,
+          depth_grid=(1 / 4, 1.0), figure_lrs="default", skip_variants=("large",),
+          ablation_steps=300, ablation_sweep_steps=100, ablation_factors=(0.5, 1.0, 2.0)),
     Scale("ci", steps=60, seeds=(0, 1, 2, 3, 4, 5), batch_size=100, eval_every=10, checkpoint_every=20,
           hessian_steps=(0, 20, 40), extra_hessian_steps=(0, 20), hessian_max_params=300, table_steps=(20, 40),
           sweep_steps=20, sweep_seeds=(0, 1), grid_points=4, noise_batches=40, noise_batch_size=100,
           noise_big_batch=1000, table_seeds=tuple(range(6)), table_horizon=60, eval_size=100, eval_batches=2,
           eval_large=300, curve_sizes=(100, 200, 400), curve_chunks=8, noise_seeds=tuple(range(6)),
-          variant_grid_points=3, depth_grid=(0.25, 1.0)),
+          variant_grid_points=3, depth_grid=(0.25, 1.0), ablation_steps=60, ablation_sweep_steps=20,
+          ablation_factors=(0.5, 1.0, 2.0)),
 ]}
 
 

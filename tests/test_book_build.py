@@ -27,6 +27,7 @@ MIN_FIGURES = {
     "smoothness": 2,          # Fig 5, Fig 16
     "depth": 3,               # Figs 12, 13, 14
     "nonlinear": 1,           # Fig 15
+    "ablation": 2,            # loss curves, directional smoothness (beyond the paper)
     "scorecard": 0,
 }
 CHAPTERS = list(MIN_FIGURES)

@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from lintf import claims, experiments, plots, store  # noqa: E402
+from lintf import claims, experiments, plots, store, summaries  # noqa: E402
 from lintf.data import Prompts  # noqa: E402
 from lintf.engine import train  # noqa: E402
 from lintf.model import Model  # noqa: E402
@@ -98,7 +98,7 @@ def _reference_final_loss(history, r, frac=0.1):
 
 def test_final_loss_leaves_diverged_runs_out(program):
     with strict():
-        fl = claims.final_loss(program.history, runs=program.runs)
+        fl = summaries.final_loss(program.history, runs=program.runs)
     assert len(fl) == len(program.runs)
     merged = fl.merge(program.runs, on=["setting", "optimizer", "lr", "seed"], suffixes=("", "_run"))
     assert (merged.diverged == merged.diverged_run).all()
@@ -109,7 +109,7 @@ def test_final_loss_leaves_diverged_runs_out(program):
 
 def _sweep(program):
     with strict():
-        fl = claims.final_loss(program.history, runs=program.runs)
+        fl = summaries.final_loss(program.history, runs=program.runs)
     return fl[["setting", "optimizer", "lr", "seed", "final_loss", "diverged"]]
 
 
@@ -127,7 +127,7 @@ def _reference_best(sweep, optimizer):
 def test_best_lr_never_picks_a_diverged_rate(program):
     sweep = _sweep(program)
     with strict():
-        best = claims.best_lr(sweep).set_index("optimizer")
+        best = summaries.best_lr(sweep).set_index("optimizer")
     for opt in GRID:
         lr, mean = _reference_best(sweep, opt)
         assert best.loc[opt, "best_lr"] == lr != 1e3
@@ -169,7 +169,7 @@ def test_a_seed_that_diverges_at_the_chosen_rate_is_left_out_of_the_mean(program
         v4 = claims.claim4(h, lrs=chosen, runs=runs)
         v5 = claims.claim5(h, lrs=chosen, runs=runs)
     assert sorted(v.details["data"].seed) == [s for s in SEEDS if s != lost]
-    full = claims.final_loss(program.history, runs=program.runs)
+    full = summaries.final_loss(program.history, runs=program.runs)
 
     def log_final(o, seed):
         f = full[(full.optimizer == o) & (full.lr == chosen[(NAME, o)]) & (full.seed == seed)]
@@ -224,7 +224,7 @@ def test_loss_curves_leave_diverged_runs_out(program, quantity):
 def test_lr_grid_plot_with_diverged_rates(program):
     sweep = _sweep(program)
     with strict():
-        best = claims.best_lr(sweep)
+        best = summaries.best_lr(sweep)
         ax = plots.lr_grid(sweep, chosen=best, published={"Table 2": {"sgdm": 0.01, "adam": 0.003}})
         ax.figure.canvas.draw()
     # lines in data coordinates carry losses; the diverged rates are marks on the panel's edge
@@ -257,7 +257,7 @@ def test_lr_sweep_completes_and_marks_the_diverged(sweep):
 
 def test_lr_sweep_best_rate_and_figure(sweep):
     with strict():
-        best = claims.best_lr(sweep)
+        best = summaries.best_lr(sweep)
         ax = plots.lr_grid(sweep, chosen=best)
         ax.figure.canvas.draw()
     best = best.set_index("optimizer")

@@ -11,6 +11,7 @@ import torch
 
 import lintf.book as B
 import lintf.experiments as E
+import lintf.optim
 from lintf import measure, settings
 from lintf.data import authors_prompts
 from lintf.engine import TrainResult
@@ -21,7 +22,8 @@ TINY = dataclasses.replace(
     hessian_steps=(0, 10, 20), extra_hessian_steps=(0, 10), table_steps=(10, 20), table_seeds=(0, 1, 2),
     table_horizon=20, eval_size=30, eval_batches=2, eval_large=90, curve_sizes=(30, 60), curve_chunks=4,
     noise_batches=12, noise_batch_size=30, noise_big_batch=120, noise_seeds=(0, 1), sweep_steps=10,
-    grid_points=2, variant_grid_points=2, depth_grid=(0.5, 1.0), depth_steps=20, extra_steps=20, large_steps=10)
+    grid_points=2, variant_grid_points=2, depth_grid=(0.5, 1.0), depth_steps=20, extra_steps=20, large_steps=10,
+    ablation_steps=20, ablation_sweep_steps=10, ablation_factors=(0.5, 1.0))
 
 
 @pytest.fixture()
@@ -32,8 +34,8 @@ def tiny(monkeypatch, tmp_path):
     return ResultStore(tmp_path / "results")
 
 
-def _checkpoints(setting, seeds, steps):
-    trained = E.training(setting, "tiny", seeds=seeds, steps=steps)
+def _table_checkpoints(setting):
+    trained = E.table_training(setting, "tiny")
     return trained.frames["runs"], TrainResult.checkpoints_from_tensors(trained.tensors)
 
 
@@ -42,7 +44,7 @@ def test_large_is_the_mean_of_its_chunks_and_batches_are_its_first(tiny):
     batches = E.table_conditioning("setting1", "tiny", eval_batch="batches").frames["conditioning"]
     assert set(large.eval_batch) == {"large"} and set(large.eval_size) == {90} and set(large.batch) == {0}
     assert set(batches.eval_batch) == {"batches"} and set(batches.batch) == {0, 1} and set(batches.eval_size) == {30}
-    runs, ckpt = _checkpoints("setting1", TINY.table_seeds, TINY.table_horizon)
+    runs, ckpt = _table_checkpoints("setting1")
     model = settings.get_setting("setting1").model
     for r, run in runs.iterrows():
         Z, y = E.eval_chunks("setting1", "tiny", int(run.seed), 3)
@@ -72,7 +74,7 @@ def test_chunks_are_per_seed_independent_and_deterministic(tiny):
 
 def test_authors_protocol_uses_the_authors_batch(tiny):
     cond = E.table_conditioning("setting2", "tiny", eval_batch="authors").frames["conditioning"]
-    runs, ckpt = _checkpoints("setting2", TINY.table_seeds, TINY.table_horizon)
+    runs, ckpt = _table_checkpoints("setting2")
     Z, y = authors_prompts(30, 5, 5)
     model = settings.get_setting("setting2").model
     H = measure.hessian(model, {k: v.double() for k, v in ckpt[20].items()}, Z.double(), y.double())
@@ -119,6 +121,24 @@ def test_stable_search_takes_the_largest_rate_without_divergence(tiny, monkeypat
     assert (tries[tries.optimizer == "sgdm"].diverged == tries[tries.optimizer == "sgdm"].runs).all()
     assert tries[tries.optimizer == "adam"].diverged.tolist() == [0]
     assert E.learning_rates("depth2", "tiny", lrs="stable") == rates
+    # the runs at the chosen rates are the search's own runs, not trained again: Adam's from
+    # the first try, SGDM's from the one program of the smaller rates
+    chosen = E.training("depth2", "tiny", lrs="stable")
+    first = E.training("depth2", "tiny", lrs={"sgdm": 1e6, "adam": 0.01})
+    lower = E.grid_training("depth2", "tiny", [("sgdm", 5e5)])
+    assert first.from_cache and lower.from_cache
+    runs = chosen.frames["runs"]
+    assert runs[["optimizer", "lr"]].drop_duplicates().values.tolist() == [["sgdm", 5e5], ["adam", 0.01]]
+    assert runs["run"].tolist() == list(range(len(runs)))
+    picks = {"sgdm": (lower, 5e5), "adam": (first, 0.01)}
+    for o, (res, lr) in picks.items():
+        mine = torch.tensor(runs.index[runs.optimizer == o].tolist())
+        theirs = torch.tensor(res.frames["runs"].query("optimizer == @o and lr == @lr")["run"].tolist())
+        for key, v in chosen.tensors.items():
+            assert torch.equal(v[mine], res.tensors[key][theirs]), key
+        h, g = chosen.frames["history"], res.frames["history"]
+        pd.testing.assert_frame_equal(h[h.optimizer == o].reset_index(drop=True),
+                                      g[(g.optimizer == o) & (g.lr == lr)].reset_index(drop=True))
 
 
 def test_scorecard_shows_the_chapters_verdicts(tiny):
@@ -130,3 +150,95 @@ def test_scorecard_shows_the_chapters_verdicts(tiny):
         assert stored[k].verdict == v.verdict and stored[k].evidence == v.evidence
     assert {m["claim"] for m in missing} == {2, 3, 6, 8}
     assert all(m["chapter"] == B.CLAIM_CHAPTER[m["claim"]] for m in missing)
+
+
+def test_the_backend_is_part_of_the_key(tiny, monkeypatch):
+    """LINTF_BACKEND=autograd recomputes (never serves the hand-written path's numbers) and
+    agrees with it to float32 rounding."""
+    monkeypatch.delenv("LINTF_BACKEND", raising=False)
+    a = E.training("setting1", "tiny")
+    monkeypatch.setenv("LINTF_BACKEND", "autograd")
+    b = E.training("setting1", "tiny")
+    assert a.key != b.key and not b.from_cache
+    ha, hb = (r.frames["history"].query("quantity == 'loss'").value.to_numpy() for r in (a, b))
+    assert np.allclose(ha, hb, rtol=1e-3)
+
+
+def test_table_runs_reuse_the_long_runs_of_their_seeds(tiny, monkeypatch):
+    """The table's seeds that the loss runs train are those runs cut at the table's horizon:
+    the same records and checkpoints as a program of that horizon (to float32 rounding), in
+    the same order, and the other seeds are trained once."""
+    cut = dataclasses.replace(TINY, name="cut", table_horizon=10, table_steps=(10,), hessian_steps=(0, 10, 20))
+    monkeypatch.setitem(settings.SCALES, "cut", cut)
+    joined = E.table_training("setting1", "cut")
+    direct = E.training("setting1", "cut", seeds=cut.table_seeds, steps=10, smoothness=False)
+    a, b = joined.frames["runs"], direct.frames["runs"]
+    assert a[["optimizer", "seed", "run"]].values.tolist() == b[["optimizer", "seed", "run"]].values.tolist()
+    assert (a.diverged == b.diverged).all()
+    assert sorted(joined.tensors) == sorted(direct.tensors)
+    for k in direct.tensors:
+        assert torch.allclose(joined.tensors[k], direct.tensors[k], rtol=1e-4, atol=1e-6), k
+    ha, hb = joined.frames["history"], direct.frames["history"]
+    assert ha[["optimizer", "seed", "step", "quantity"]].values.tolist() == \
+        hb[["optimizer", "seed", "step", "quantity"]].values.tolist()
+    assert np.allclose(ha.value, hb.value, rtol=1e-4, atol=1e-7)
+    long = E.training("setting1", "cut")
+    assert long.from_cache and set(long.frames["runs"].seed) == set(cut.seeds)
+
+
+# -- the ablation chapter's experiment ----------------------------------------------------
+def test_ablation_runs_every_optimizer_at_its_best_grid_rate(tiny):
+    chosen = ("sgdm", "adam", "signsgd", "normsgd")
+    runs, best = E.ablation("setting1", "tiny", optimizers=chosen)
+    r = runs.frames["runs"]
+    assert list(r.optimizer.unique()) == list(chosen) and set(r.seed) == set(TINY.seeds)
+    grid = dict(E.ablation_grid("setting1", "tiny", chosen))
+    for o in chosen:
+        rate = float(best.set_index("optimizer").loc[o, "best_lr"])
+        assert set(r[r.optimizer == o].lr) == {rate}
+        base = settings.get_setting("setting1").lrs[E.ABLATION_BASE[o]]
+        assert rate in {base * f for f in TINY.ablation_factors}
+    assert len(grid) == len(chosen)                       # one entry per optimizer name (dict of pairs)
+    h = runs.frames["history"]
+    assert {"loss", "eval_loss", "smoothness"} <= set(h.quantity)
+    again, _ = E.ablation("setting1", "tiny", optimizers=chosen)
+    assert again.from_cache
+
+
+@pytest.mark.parametrize("kwargs, word", [
+    (dict(optimizers=("sgdm", "lion")), "optimizers"), (dict(optimizers=()), "optimizers"),
+    (dict(optimizers=("adam", "adam")), "distinct"), (dict(clip="yes"), "clip"), (dict(steps=0), "steps"),
+])
+def test_ablation_rejects_bad_input_before_compute(tiny, kwargs, word):
+    with pytest.raises((ValueError, TypeError), match=word):
+        E.ablation("setting1", "tiny", **kwargs)
+    assert not list(tiny.root.glob("**/*.parquet"))
+
+
+@pytest.mark.parametrize("kwargs, word", [
+    (dict(optimizers=["sgdm", "signsgd"]), "adam"), (dict(optimizers="sgdm"), "optimizers"),
+    (dict(optimizers=["sgdm", "adam", "lion"]), "optimizers"), (dict(clip=1), "clip"),
+])
+def test_chapter_options(kwargs, word):
+    from lintf import chapter
+    with pytest.raises((ValueError, TypeError), match=word):
+        chapter.ablation_options(**kwargs)
+    assert chapter.ablation_options() == (lintf.optim.ALL_OPTIMIZERS, True)
+
+
+def test_scorecard_rows_beyond_the_paper_are_the_chapters(tiny):
+    ctx = B.context("tiny", progress=False)
+    stored, missing = B.beyond(ctx)
+    assert not stored and [m["claim"] for m in missing] == list(claims_hypotheses())
+    chapter = {k: B.hypothesis(k, ctx) for k in claims_hypotheses()}
+    stored, missing = B.beyond(ctx)
+    assert not missing
+    for k, v in chapter.items():
+        assert stored[k].verdict == v.verdict and stored[k].evidence == v.evidence
+    card = B.card(stored, claims_hypotheses(), B.HYPOTHESIS_CHAPTER)
+    assert card["claim"].tolist() == list(claims_hypotheses()) and set(card["chapter"]) == {"ablation"}
+
+
+def claims_hypotheses():
+    from lintf.claims import HYPOTHESES
+    return HYPOTHESES

@@ -236,6 +236,21 @@ def test_hessian_in_prompt_chunks_equals_unchunked(model, n):
     assert torch.equal(whole, whole.transpose(-1, -2))
 
 
+def test_hessian_does_not_depend_on_its_threads(monkeypatch):
+    """The prompt chunks may be computed on any number of threads: their terms are added in
+    chunk order, so the Hessian is the same bit for bit, one run or several."""
+    model, n = Model(L=3, d=5, parametrization="block"), 20
+    params, Z, y = draw(model, n, (3,), (), B=300, seed=4, std=0.3)
+    A0, z0 = fast.summarize(Z)
+    got = {}
+    for workers in (1, 2, 3):
+        monkeypatch.setattr(fast, "HESSIAN_WORKERS", workers)
+        got[workers] = fast.hessian(model, params, A0, z0, y, n, prompt_chunk=64)
+    assert torch.equal(got[1], got[2]) and torch.equal(got[1], got[3])
+    one = {k: v[1] for k, v in params.items()}
+    assert torch.equal(fast.hessian(model, one, A0, z0, y, n, prompt_chunk=64), got[3][1])
+
+
 def test_hessian_rejects_bad_method_and_chunk():
     model, n = Model(L=2, d=3), 4
     params, Z, y = draw(model, n, (), ())

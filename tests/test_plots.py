@@ -61,8 +61,9 @@ def sweep():
 
 
 def test_palette_and_labels():
-    assert set(P.PALETTE) == set(P.LABELS) == {"sgdm", "adam"}
-    assert P.PALETTE["sgdm"] != P.PALETTE["adam"]
+    from lintf.optim import ALL_OPTIMIZERS
+    assert set(P.PALETTE) == set(P.LABELS) == set(ALL_OPTIMIZERS)
+    assert len(set(P.PALETTE.values())) == len(P.PALETTE)           # one colour each
     with P.style():
         assert matplotlib.rcParams["figure.dpi"] == 110
     assert P.RC["figure.figsize"][0] <= 8
