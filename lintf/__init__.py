@@ -4,25 +4,27 @@ One concept per module, data flowing one way (settings -> runs -> results -> fig
 
 - :mod:`lintf.data`: prompt distributions (:func:`sample_prompts`, :class:`~lintf.data.Prompts`).
 - :mod:`lintf.model`: eqs. (7)-(8) (:func:`predict`, :func:`loss`) and the variants (:class:`Model`).
-- :mod:`lintf.optim`, :mod:`lintf.engine`: SGDM and Adam over a run axis; many runs as one program.
+- :mod:`lintf.optim`, :mod:`lintf.engine`: SGDM, Adam and the ablation's optimizers over a run axis;
+  many runs as one program (:mod:`lintf.fast`: the plain model's derivatives by hand, ``LINTF_BACKEND``).
 - :mod:`lintf.measure`: gradient noise, exact Hessians and ``R_med``, directional smoothness.
 - :mod:`lintf.settings`: the paper's named settings and the scales ``paper``, ``cpu``, ``ci``.
 - :mod:`lintf.store`, :mod:`lintf.experiments`: cached, tidy results of every experiment.
 - :mod:`lintf.stats`: the one decision rule (an exact sign-flip test over seeds) and the
   statistics the claims reduce their data to.
-- :mod:`lintf.claims`, :mod:`lintf.book`: the eight claims, and which chapter decides each on
-  which experiments (the scorecard reads the same).
+- :mod:`lintf.summaries`: final losses, grid choices, noise tails, the condition-number table.
+- :mod:`lintf.claims`, :mod:`lintf.book`: the eight claims and the ablation's hypotheses, and which
+  chapter decides each on which experiments (the scorecard reads the same).
 - :mod:`lintf.plots`, :mod:`lintf.chapter`: figures, chapters.
 """
 from .data import COVARIATES, Prompts, authors_prompts, sample_covariates, sample_prompts
 from . import stats
 from .engine import TrainResult, train
 from .model import ATTENTIONS, Model, from_authors_block, loss, predict
-from .optim import OPTIMIZERS, OptimConfig
+from .optim import ALL_OPTIMIZERS, OPTIMIZERS, OptimConfig
 from .settings import SCALES, SETTINGS, get_scale, get_setting
 
 __version__ = "0.1.0"
 
-__all__ = ["COVARIATES", "ATTENTIONS", "OPTIMIZERS", "SCALES", "SETTINGS", "Model", "OptimConfig", "Prompts",
+__all__ = ["COVARIATES", "ATTENTIONS", "ALL_OPTIMIZERS", "OPTIMIZERS", "SCALES", "SETTINGS", "Model", "OptimConfig", "Prompts",
            "TrainResult", "authors_prompts", "from_authors_block", "get_scale", "get_setting", "loss", "predict",
            "sample_covariates", "sample_prompts", "stats", "train"]

@@ -18,6 +18,10 @@ The settings each claim compares, and the learning rates:
 6. The depths at the largest rate of the depth grid at which no seed diverged (``lrs="stable"``).
 7. Sphere against gamma (and gaussian Setting 1) covariates at their default rates.
 8. Linear (Setting 1) against softmax attention, each at the best rate of the same small grid.
+
+Beyond the paper, the ablation chapter's hypotheses (:data:`lintf.claims.HYPOTHESES`) are
+decided by :func:`hypothesis` on :func:`ablation_runs`, and the scorecard shows them apart
+(:func:`beyond`).
 """
 from __future__ import annotations
 

@@ -222,7 +222,7 @@ def train(model: Model, prompts: Prompts, configs, seeds, *, steps: int, batch_s
     Parameters
     ----------
     model, prompts : what is trained, on which data.
-    configs : list of ``(optimizer, lr)``, optimizer in :data:`lintf.optim.OPTIMIZERS`.
+    configs : list of ``(optimizer, lr)``, optimizer in :data:`lintf.optim.ALL_OPTIMIZERS`.
     seeds : distinct integers; a seed fixes the initialisation and the batch stream.
     steps : iterations ``T``; ``batch_size``: fresh prompts per step ``B``.
     eval_every, eval_size : cadence and size of the fixed evaluation batch (seed 99).
