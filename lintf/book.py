@@ -199,12 +199,19 @@ def scorecard(ctx: Context) -> tuple[dict, list[dict]]:
     could not be decided because an experiment is missing: ``(verdicts, missing)`` with
     ``missing`` rows ``claim, chapter, reason``."""
     ctx = dataclasses.replace(ctx, cached_only=True)
+    return _read(CLAIM_CHAPTER, lambda k: verdict(k, ctx), CLAIM_CHAPTER)
+
+
+def _read(keys, decide, chapters) -> tuple[dict, list[dict]]:
+    """``decide(k)`` for every key, a missing stored result (``LookupError``) listed with the
+    chapter that computes it (``chapters``: a dict per key, or one name)."""
     verdicts, missing = {}, []
-    for k in CLAIM_CHAPTER:
+    for k in keys:
         try:
-            verdicts[k] = verdict(k, ctx)
+            verdicts[k] = decide(k)
         except LookupError as err:
-            missing.append({"claim": k, "chapter": CLAIM_CHAPTER[k], "reason": str(err)})
+            missing.append({"claim": k, "chapter": chapters[k] if isinstance(chapters, dict) else chapters,
+                            "reason": str(err)})
     return verdicts, missing
 
 
@@ -226,16 +233,16 @@ def hypothesis(key: str, ctx: Context, settings=claims.ABLATION_SETTINGS) -> cla
     return claims.hypothesis(key, data["history"], data["runs"], settings=settings)
 
 
-def beyond(ctx: Context) -> tuple[dict, list[dict]]:
-    """:func:`scorecard` for the hypotheses beyond the paper: ``(verdicts, missing)``."""
+def beyond(ctx: Context, settings=claims.ABLATION_SETTINGS) -> tuple[dict, list[dict]]:
+    """:func:`scorecard` for the hypotheses beyond the paper: ``(verdicts, missing)``, each
+    decided as :func:`hypothesis` does, on the ablation's runs read once."""
     ctx = dataclasses.replace(ctx, cached_only=True)
-    verdicts, missing = {}, []
-    for k in claims.HYPOTHESES:
-        try:
-            verdicts[k] = hypothesis(k, ctx)
-        except LookupError as err:
-            missing.append({"claim": k, "chapter": HYPOTHESIS_CHAPTER, "reason": str(err)})
-    return verdicts, missing
+    try:
+        data = ablation_runs(ctx, settings)
+    except LookupError as err:
+        return {}, [{"claim": k, "chapter": HYPOTHESIS_CHAPTER, "reason": str(err)} for k in claims.HYPOTHESES]
+    return _read(claims.HYPOTHESES, lambda k: claims.hypothesis(k, data["history"], data["runs"], settings=settings),
+                 HYPOTHESIS_CHAPTER)
 
 
 def card(verdicts: dict, texts: dict, chapters) -> pd.DataFrame:

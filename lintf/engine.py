@@ -271,7 +271,7 @@ class _Program:
     """
 
     def __init__(self, model: Model, n: int, K: int, S: int, device, keep_forward: bool, hand: bool):
-        self.model, self.n, self.keep_forward, self.runs = model, n, keep_forward, (K, S)
+        self.model, self.n, self.keep_forward = model, n, keep_forward
         self.hand = hand
         if device.type != "cpu":
             per_chunk = K

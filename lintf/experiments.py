@@ -267,25 +267,39 @@ def ablation_conditioning(setting, scale=None, *, optimizers=ALL_OPTIMIZERS, cli
     return _conditioning(setting, scale, runs, protocol, at, store, progress, cached_only)
 
 
-def _select(rates: dict, sources: dict) -> tuple[dict, dict]:
-    """The runs at ``rates[o]`` of ``sources[o]`` (a Result) for each optimizer ``o``, in
-    :data:`OPTIMIZERS` order, as one training's frames and tensors (runs renumbered,
-    checkpoints row-aligned with ``runs``)."""
-    runs, history, tensors = [], [], {}
-    for o in OPTIMIZERS:
-        res = sources[o]
-        r, h = res.frames["runs"], res.frames["history"]
-        mine = r[(r["optimizer"] == o) & (r["lr"] == rates[o])]
-        idx = torch.tensor(mine["run"].to_numpy())
-        runs.append(mine)
-        history.append(h[(h["optimizer"] == o) & (h["lr"] == rates[o])])
-        for k, v in res.tensors.items():
-            tensors.setdefault(k, []).append(v[idx])
-    runs = pd.concat(runs, ignore_index=True).drop(columns="setting", errors="ignore")
+def _join(parts, seeds) -> tuple[dict, dict]:
+    """One training's frames and tensors from ``parts``, a list of ``(runs, history, tensors)``
+    taken from stored Results (``runs`` a subset of a Result's rows, its ``run`` column their
+    row in ``tensors``): runs in optimizer then ``seeds`` order, renumbered, checkpoints
+    row-aligned with them, history in the engine's order (quantity, run, step)."""
+    o_at, s_at = {o: i for i, o in enumerate(OPTIMIZERS)}, {s: i for i, s in enumerate(seeds)}
+    runs = pd.concat([r.assign(_part=i) for i, (r, _, _) in enumerate(parts)], ignore_index=True)
+    runs = runs.assign(_o=runs["optimizer"].map(o_at), _s=runs["seed"].map(s_at))
+    runs = runs.sort_values(["_o", "_s"], kind="stable").reset_index(drop=True)
+    rows = [torch.tensor(runs.loc[runs["_part"] == i, "run"].tolist(), dtype=torch.long) for i in range(len(parts))]
+    order = torch.tensor(np.argsort(runs["_part"].to_numpy(), kind="stable")).argsort()   # parts' rows -> runs
+    tensors = {k: torch.cat([t[k][rows[i]] for i, (_, _, t) in enumerate(parts)])[order] for k in parts[0][2]}
+    history = pd.concat([h for _, h, _ in parts], ignore_index=True)
+    quantities = {q: i for i, q in enumerate(pd.unique(history["quantity"]))}
+    history = (history.assign(_q=history["quantity"].map(quantities), _o=history["optimizer"].map(o_at),
+                              _s=history["seed"].map(s_at))
+               .sort_values(["_q", "_o", "_s", "step"], kind="stable")
+               .drop(columns=["_q", "_o", "_s", "setting"], errors="ignore").reset_index(drop=True))
+    runs = runs.drop(columns=["_part", "_o", "_s", "setting"], errors="ignore")
     runs["run"] = np.arange(len(runs))
-    history = pd.concat(history, ignore_index=True).drop(columns="setting", errors="ignore")
     meta = pd.DataFrame({"seconds": [0.0], "steps": [int(history["step"].max())], "runs": [len(runs)]})
-    return {"runs": runs, "history": history, "meta": meta}, {k: torch.cat(v) for k, v in tensors.items()}
+    return {"runs": runs, "history": history, "meta": meta}, tensors
+
+
+def _select(rates: dict, sources: dict, seeds) -> tuple[dict, dict]:
+    """The runs at ``rates[o]`` of ``sources[o]`` (a Result) for each optimizer ``o``, as one
+    training (:func:`_join`)."""
+    parts = []
+    for o in OPTIMIZERS:
+        r, h = sources[o].frames["runs"], sources[o].frames["history"]
+        parts.append((r[(r["optimizer"] == o) & (r["lr"] == rates[o])],
+                      h[(h["optimizer"] == o) & (h["lr"] == rates[o])], sources[o].tensors))
+    return _join(parts, seeds)
 
 
 def training(setting, scale=None, *, lrs="default", seeds=None, steps=None, smoothness=None, device="auto",
@@ -312,7 +326,7 @@ def training(setting, scale=None, *, lrs="default", seeds=None, steps=None, smoo
         rates, _, sources = _stable(setting, scale, seeds, steps, device, store, progress, cached_only)
         config = {**_train_config(setting, scale, [(o, rates[o]) for o in OPTIMIZERS], seeds, steps, dev, smoothness),
                   "selected_from": {o: sources[o].key for o in OPTIMIZERS}}
-        return _get("training", config, lambda: _select(rates, sources), setting, scale, store, cached_only)
+        return _get("training", config, lambda: _select(rates, sources, seeds), setting, scale, store, cached_only)
     rates = learning_rates(setting, scale.name, lrs=lrs, seeds=seeds, steps=steps, device=device, store=store,
                            progress=progress, cached_only=cached_only)
     configs = [(o, rates[o]) for o in OPTIMIZERS]
@@ -504,8 +518,7 @@ def table_training(setting, scale=None, *, lrs="default", device="auto", store=N
 def _cut_and_join(long, shared, extra, horizon: int, seeds) -> tuple[dict, dict]:
     """The runs of seeds ``shared`` of ``long`` cut at iteration ``horizon`` (what a program of
     ``horizon`` iterations records: losses before it, evaluations and checkpoints up to it,
-    divergence before it; no smoothness), joined with ``extra``'s runs, in optimizer then
-    ``seeds`` order."""
+    divergence before it; no smoothness), joined with ``extra``'s runs (:func:`_join`)."""
     r, h = long.frames["runs"], long.frames["history"]
     r = r[r["seed"].isin(shared)].copy()
     late = r["diverged_step"] >= horizon
@@ -515,24 +528,7 @@ def _cut_and_join(long, shared, extra, horizon: int, seeds) -> tuple[dict, dict]
     parts = [(r, h, {k: v for k, v in long.tensors.items() if int(k.split("/")[0]) <= horizon})]
     if extra is not None:
         parts.append((extra.frames["runs"], extra.frames["history"], extra.tensors))
-    runs = pd.concat([p[0].assign(_part=i) for i, p in enumerate(parts)], ignore_index=True)
-    runs["_o"] = runs["optimizer"].map(OPTIMIZERS.index)
-    runs["_s"] = runs["seed"].map(list(seeds).index)
-    runs = runs.sort_values(["_o", "_s"], kind="stable")
-    tensors = {}
-    for k in parts[0][2]:
-        tensors[k] = torch.cat([parts[i][2][k][torch.tensor([run])] for i, run in zip(runs["_part"], runs["run"])])
-    history = pd.concat([p[1] for p in parts], ignore_index=True)
-    history = history.assign(_o=history["optimizer"].map(OPTIMIZERS.index), _s=history["seed"].map(list(seeds).index))
-    order = {"loss": 0, "grad_norm": 1, "eval_loss": 2}
-    history = (history.assign(_q=history["quantity"].map(order))
-               .sort_values(["_q", "_o", "_s", "step"], kind="stable").drop(columns=["_q", "_o", "_s"]))
-    runs = runs.drop(columns=["_part", "_o", "_s"]).reset_index(drop=True)
-    runs["run"] = np.arange(len(runs))
-    drop = ["setting"]
-    meta = pd.DataFrame({"seconds": [0.0], "steps": [horizon], "runs": [len(runs)]})
-    return ({"runs": runs.drop(columns=drop, errors="ignore"),
-             "history": history.drop(columns=drop, errors="ignore").reset_index(drop=True), "meta": meta}, tensors)
+    return _join(parts, seeds)
 
 
 def table_conditioning(setting, scale=None, *, eval_batch=None, lrs="default", device="auto",
