@@ -43,6 +43,8 @@ SMOOTH = BASE
 """Settings whose directional smoothness claims 4 and 5 are decided on."""
 NOISE = BASE + TAILS + DEPTHS
 """Settings whose gradient noise claim 2 compares."""
+TABLE2 = BASE + TAILS + DEPTHS + ("nonlinear",)
+"""The settings of the paper's Table 2 (learning rates)."""
 
 CLAIM_CHAPTER = {1: "adaptive_vs_sgd", 2: "heavy_tails", 3: "conditioning", 4: "smoothness", 5: "smoothness",
                  6: "depth", 7: "heavy_tails", 8: "adaptive_vs_sgd"}
@@ -102,11 +104,34 @@ def _concat(frames):
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
-def _training(ctx: Context, settings, lrs="default", steps=None):
+def training(ctx: Context, settings, lrs="default", steps=None) -> dict:
+    """The runs of ``settings`` (:func:`lintf.experiments.training` at ``lrs``, the context's
+    seeds, ``steps`` or the context's horizon), as one ``history`` and one ``runs`` frame."""
     got = [E.training(s, ctx.scale.name, lrs=lrs, seeds=ctx.seeds, steps=steps or ctx.steps, **ctx.kw())
-           for s in settings]
+           for s in ([settings] if isinstance(settings, str) else settings)]
     return {"history": _concat([g.frames["history"] for g in got]),
             "runs": _concat([g.frames["runs"] for g in got])}
+
+
+def noise(ctx: Context, settings, seeds=None) -> dict:
+    """The gradient noise at initialisation of ``settings`` (:func:`lintf.experiments.noise_at_seeds`
+    at ``seeds``, None: the scale's), as one ``noise`` and one ``spectrum`` frame."""
+    got = [E.noise_at_seeds(s, ctx.scale.name, seeds=seeds, **ctx.kw()) for s in settings]
+    return {k: _concat([g[k] for g in got]) for k in ("noise", "spectrum")}
+
+
+def sweeps(ctx: Context, settings, points: int | None = None, steps: int | None = None) -> pd.DataFrame:
+    """The learning-rate grids of ``settings`` (:func:`lintf.experiments.lr_sweep`), one frame."""
+    return _concat([E.lr_sweep(s, ctx.scale.name, points=points, steps=steps, **ctx.kw()).frames["sweep"]
+                    for s in settings])
+
+
+def conditioning(ctx: Context, settings, eval_batch: str = "authors", lrs="default") -> pd.DataFrame:
+    """``R_med`` at the training checkpoints of ``settings`` (:func:`lintf.experiments.conditioning`
+    on ``eval_batch``), one frame; a model the scale gives no Hessian adds no row."""
+    got = [E.conditioning(s, ctx.scale.name, eval_batch=eval_batch, lrs=lrs, seeds=ctx.seeds, steps=ctx.steps,
+                          **ctx.kw()).frames["conditioning"] for s in settings]
+    return _concat(got)
 
 
 def variant_lrs(scale: Scale, setting: str) -> str:
@@ -114,6 +139,85 @@ def variant_lrs(scale: Scale, setting: str) -> str:
     best, except the figure-only variants where the scale says ``figure_lrs="default"``."""
     from .settings import FIGURE_ONLY
     return "default" if setting in FIGURE_ONLY and scale.figure_lrs == "default" else "grid"
+
+
+def tail_table(noise: pd.DataFrame, spectrum: pd.DataFrame | None = None) -> pd.DataFrame:
+    """:func:`lintf.summaries.noise_tail_table` for display: one row per setting, its title, the
+    initialisations and samples, excess kurtosis measured and under the Gaussian null of the
+    same covariance with the decision rule's bounds of the difference, and the Hill index."""
+    table = summaries.noise_tail_table(noise, spectrum)
+    table.insert(1, "title", table["setting"].map(lambda s: get_setting(s).title))
+    return table.drop(columns="setting").rename(columns={
+        "n_seeds": "initialisations", "n_samples": "samples", "kurtosis": "excess kurtosis",
+        "null_kurtosis": "Gaussian null", "kurtosis_excess": "kurtosis excess", "low": "excess: low",
+        "high": "excess: high", "hill": "Hill α", "null_hill": "Hill α, null", "hill_deficit": "Hill deficit"})
+
+
+def ablation_tables(data: dict) -> dict:
+    """The ablation chapter's tables from :func:`ablation_runs`' ``data``: ``rates`` (each
+    optimizer's grid-best rate, its grid loss, how many grid rates diverged of those tried) and
+    ``closed`` (:func:`lintf.claims.gap_closed`: final loss and share of the SGDM-Adam gap
+    closed, with bounds), both with display names."""
+    from .plots import LABELS
+    best = data["best"]
+    rates = best.assign(optimizer=best["optimizer"].map(LABELS), diverged=best["diverged_lrs"].map(len))[
+        ["setting", "optimizer", "best_lr", "final_loss", "diverged", "n_lrs"]].rename(columns={
+            "best_lr": "rate", "final_loss": "grid final loss", "diverged": "rates diverged", "n_lrs": "rates tried"})
+    closed = claims.gap_closed(data["history"], data["runs"])
+    closed = closed.assign(optimizer=closed["optimizer"].map(LABELS)).rename(columns={
+        "n_seeds": "seeds", "final_loss": "final loss", "loss_low": "lower", "loss_high": "upper",
+        "closed": "log gap closed", "share": "share of the gap", "low": "share: lower", "high": "share: upper"})
+    return {"rates": rates, "closed": closed}
+
+
+def rmed_medians(cond: pd.DataFrame) -> pd.DataFrame:
+    """``R_med`` per setting, step and optimizer, the median over seeds, by the Hessian's
+    diagonal and by its eigenvalues (display names)."""
+    from .plots import LABELS
+    rmed = (cond.groupby(["setting", "step", "optimizer", "method"])["value"].median().unstack("method")
+            .reset_index().rename(columns={"diag": "R_med (diagonal)", "eig": "R_med (eigenvalues)"}))
+    return rmed.assign(optimizer=rmed["optimizer"].map(LABELS))
+
+
+def rate_table(best: pd.DataFrame) -> pd.DataFrame:
+    """The grid search beside the published rates: per setting and optimizer of
+    :func:`lintf.summaries.best_lr`'s ``best``, the grid's best rate and its final loss, the
+    authors' README rate, Table 2's, and the grid rates at which some seed diverged."""
+    from .plots import LABELS
+    rows = [{"setting": get_setting(r.setting).title, "optimizer": LABELS[r.optimizer],
+             "grid-best": r.best_lr if math.isfinite(r.best_lr) else "all diverged",
+             "final loss at grid-best": r.final_loss, "default (README)": get_setting(r.setting).lrs[r.optimizer],
+             "paper Table 2": get_setting(r.setting).paper_lrs[r.optimizer],
+             "rates with a diverged seed": ", ".join(f"{v:g}" for v in r.diverged_lrs) or "none"}
+            for r in best.itertuples()]
+    return pd.DataFrame(rows)
+
+
+def stable_table(searches: dict, with_hessians=()) -> pd.DataFrame:
+    """The depth chapter's rates: per setting of ``searches`` (``{setting:
+    lintf.experiments.stable_search(...)}``) and optimizer, Table 2's rate and how many seeds
+    diverged there, the rates tried, the rate used and its divergences, the model's size and
+    whether the scale computes its exact Hessians (``with_hessians``)."""
+    from .plots import LABELS
+    rows = []
+    for s, (rates, tries) in searches.items():
+        st = get_setting(s)
+        for opt in ("sgdm", "adam"):
+            t = tries[tries.optimizer == opt]
+            first, last = t.iloc[0], t.iloc[-1]
+            rows.append({"L": st.model.L, "optimizer": LABELS[opt], "Table 2 rate": f"{st.paper_lrs[opt]:g}",
+                         "diverged at Table 2's rate": f"{int(first.diverged)} of {int(first.runs)}",
+                         "rates tried": ", ".join(f"{v:g}" for v in t.lr), "rate used": f"{rates[opt]:g}",
+                         "diverged at the rate used": f"{int(last.diverged)} of {int(last.runs)}",
+                         "parameters": st.model.num_params, "exact Hessians": "yes" if s in with_hessians else "no"})
+    return pd.DataFrame(rows)
+
+
+def variant_training(ctx: Context, settings) -> dict:
+    """The model variants' runs, each at its :func:`variant_lrs`, as one ``history`` and one
+    ``runs`` frame."""
+    got = [training(ctx, [s], lrs=variant_lrs(ctx.scale, s)) for s in settings]
+    return {k: _concat([g[k] for g in got]) for k in ("history", "runs")}
 
 
 def claim8_sweep(ctx: Context) -> dict:
@@ -138,12 +242,11 @@ def inputs(claim: int, ctx: Context) -> dict:
     check_choice("claim", str(claim), [str(k) for k in CLAIM_CHAPTER])
     sc = ctx.scale
     if claim == 1:
-        return _training(ctx, BASE)
+        return training(ctx, BASE)
     if claim in (4, 5):
-        return _training(ctx, SMOOTH)
+        return training(ctx, SMOOTH)
     if claim == 2:
-        got = [E.noise_at_seeds(s, sc.name, **ctx.kw()) for s in NOISE]
-        return {k: _concat([g[k] for g in got]) for k in ("noise", "spectrum")}
+        return noise(ctx, NOISE)
     if claim == 3:
         table = [E.table_conditioning(s, sc.name, eval_batch=ctx.protocol, **ctx.kw()).frames["conditioning"]
                  for s in BASE]
@@ -156,9 +259,9 @@ def inputs(claim: int, ctx: Context) -> dict:
                      .frames["runs"] for s in others]
         return {"conditioning": _concat(table + rest), "runs": _concat(table_runs + rest_runs)}
     if claim == 6:
-        return _training(ctx, DEPTHS, lrs="stable")
+        return training(ctx, DEPTHS, lrs="stable")
     if claim == 7:
-        return _training(ctx, TAILS + ("setting1",))
+        return training(ctx, TAILS + ("setting1",))
     # claim 8: each attention at its own best rate, compared at the softmax horizon
     horizon = ctx.steps or sc.steps_for(get_setting("softmax"))
     got = {s: E.training(s, sc.name, lrs=claim8_rates(ctx, s), seeds=ctx.seeds, steps=horizon, **ctx.kw())
@@ -262,6 +365,35 @@ def card(verdicts: dict, texts: dict, chapters) -> pd.DataFrame:
                      "decided on": f"{len(t)} part(s), {int(t['n'].min())}-{int(t['n'].max())} seeds each"
                      if len(t) else "no testable part", "chapter": chapter})
     return pd.DataFrame(rows, columns=["claim", "statement", "verdict", "decided on", "chapter"])
+
+
+def styled_card(verdicts: dict, texts: dict, chapters, key_name: str = "claim"):
+    """:func:`card` as a pandas Styler: the verdict column as a coloured badge (the colours of
+    :data:`lintf.claims.VERDICT_COLORS`, grey for "not computed"), the statement column
+    wrapped; the key column named ``key_name``."""
+    colours = {**claims.VERDICT_COLORS, "not computed": "#BBBBBB"}
+
+    def badge(v):
+        return f"color: white; background-color: {colours[v]}; font-weight: bold" if v in colours else ""
+
+    table = card(verdicts, texts, chapters).rename(columns={"claim": key_name})
+    return (table.style.map(badge, subset=["verdict"])
+            .set_properties(subset=["statement"], **{"max-width": "22em"}))
+
+
+def parts(verdicts: dict) -> pd.DataFrame:
+    """Every part of every verdict, one frame with a ``claim`` column (the forest plot's input,
+    :func:`lintf.plots.forest`)."""
+    frames = [v.details["parts"].assign(claim=k) for k, v in verdicts.items()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["claim", "part", "statistic", "low", "high", "threshold", "side", "verdict"])
+
+
+def counts(verdicts: dict, missing: list[dict]) -> dict:
+    """How many verdicts hold, do not hold, are inconclusive, and how many keys were not
+    computed: ``{"holds": n, "does not hold": n, "inconclusive": n, "not computed": n}``."""
+    out = {v: sum(x.verdict == v for x in verdicts.values()) for v in claims.VERDICTS}
+    return {**out, "not computed": len(missing)}
 
 
 def evidence_html(verdicts: dict, missing: list[dict]) -> str:

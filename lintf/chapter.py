@@ -1,15 +1,19 @@
-"""What every chapter of the book does the same way: check its parameters and caption its
-figures.
+"""What every chapter of the book does the same way: check its parameters, draw and caption
+its figures, show its verdicts and glue their numbers into its prose.
 
 A chapter's first code cell after the ``parameters`` cell is::
 
     p = lintf.chapter.parameters(scale=scale, device=device, seeds=seeds, steps=steps,
                                  settings=settings, allowed=("setting1", "setting2", "setting3"))
 
-which raises a ``ValueError`` naming the bad parameter before any compute.
+which raises a ``ValueError`` naming the bad parameter before any compute. Every number a
+chapter's prose states is glued (:func:`glue`, :func:`show_verdict`) and pasted with
+myst-nb's ``{glue:text}`` role and a format spec, so that text and numbers cannot drift apart.
 """
 from __future__ import annotations
 
+import math
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -115,3 +119,143 @@ def ablation_options(optimizers=None, clip=True) -> tuple[tuple[str, ...], bool]
         raise TypeError(f"clip must be True (the paper's global clipping) or False (none), got {clip!r}")
     return chosen, clip
 
+
+
+def choices(name: str, values, allowed) -> list:
+    """Check a list parameter: one name or a list of names among ``allowed`` (``ValueError``
+    naming ``name[i]`` and the accepted values)."""
+    values = [values] if isinstance(values, str) else list(values)
+    return [check_choice(f"{name}[{i}]", v, tuple(allowed)) for i, v in enumerate(values)]
+
+
+def figure(plot, frame, settings, p: Parameters, label: str, what: str = "", *, titles=None,
+           steps: int | None = None, summary: str | None = "mean and band over seeds", **kwargs) -> None:
+    """Draw ``plot`` once per setting (:func:`lintf.plots.grid_of_settings`, ``kwargs`` passed
+    on), show the figure, then its :func:`caption`. ``titles`` overrides the settings' titles."""
+    import matplotlib.pyplot as plt
+    from IPython.display import Markdown, display
+
+    from .plots import grid_of_settings
+
+    settings = [settings] if isinstance(settings, str) else list(settings)
+    titles = {**{s: get_setting(s).title for s in settings}, **(titles or {})}
+    grid_of_settings(plot, frame, settings=settings, titles=titles, **kwargs)
+    plt.show()
+    display(Markdown(caption(label, settings, p, what=what, steps=steps, summary=summary)))
+
+
+def horizon(p: Parameters, settings) -> int:
+    """The longest horizon of ``settings`` in the chapter: ``steps`` if given, else the scale's."""
+    settings = [settings] if isinstance(settings, str) else list(settings)
+    return max(p.steps or p.scale.steps_for(get_setting(s)) for s in settings)
+
+
+def rates_used(runs, optimizers=("sgdm", "adam")) -> str:
+    """The learning rates stored runs were trained with, per setting, for a caption."""
+    from .plots import LABELS
+
+    r = runs.groupby(["setting", "optimizer"], sort=False)["lr"].first()
+    return "; ".join(f"{get_setting(s).title}: " + ", ".join(f"{LABELS.get(o, o)} {r[s, o]:g}"
+                                                               for o in optimizers if (s, o) in r)
+                     for s in dict.fromkeys(r.index.get_level_values(0)))
+
+
+def key(*parts) -> str:
+    """A glue key from ``parts``: lower case, every run of other characters than letters and
+    digits one underscore (``key("claim2", "heavy-tailed: setting1")`` is
+    ``"claim2_heavy_tailed_setting1"``)."""
+    return "_".join(re.sub(r"[^a-z0-9]+", "_", str(p).lower()).strip("_") for p in parts)
+
+
+def glue(name: str, value) -> None:
+    """Glue ``value`` under ``name`` for the page's prose, without showing it in the cell.
+
+    Numbers are glued as plain Python ``int`` or ``float`` (numpy and torch scalars converted:
+    their reprs would defeat the role's format spec), so that ``{glue:text}`name:.2f``` works;
+    anything else as its ``str``. ``name`` must be a :func:`key`-like identifier.
+    """
+    from myst_nb import glue as myst_glue
+
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise ValueError(f"name must be lower-case letters, digits and underscores (see lintf.chapter.key), "
+                         f"got {name!r}")
+    if hasattr(value, "item") and callable(value.item):  # numpy or torch scalar
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        value = str(value)
+    myst_glue(name, int(value) if isinstance(value, int) else value, display=False)
+
+
+def glue_all(values: dict) -> None:
+    """:func:`glue` every ``{name: value}`` of ``values``."""
+    for name, value in values.items():
+        glue(name, value)
+
+
+def records(horizon: int, every: int, window: int | None = None) -> int:
+    """A smoothness plot's rolling window in recorded values (one every ``every`` steps):
+    ``window`` steps, None: 50, or a twentieth of a run shorter than 1000 steps."""
+    window = max(1, min(50, horizon // 20)) if window is None else check_int("window", window)
+    return max(1, round(window / check_int("every", every)))
+
+
+def verdict_name(v) -> str:
+    """The glue prefix of a verdict: ``claim1`` ... ``claim8``, ``a1`` ... for hypotheses."""
+    return key(f"claim{v.claim}" if isinstance(v.claim, int) else v.claim)
+
+
+def glue_verdict(v, name: str | None = None) -> list[str]:
+    """Glue a :class:`lintf.claims.Verdict`'s numbers for the prose; return the keys.
+
+    ``name`` (default :func:`verdict_name`) is the verdict (``holds``, ``does not hold``,
+    ``inconclusive``); ``name_stat``, ``name_low``, ``name_high`` its deciding statistic and
+    bounds; ``name_parts`` the number of parts and ``name_parts_holds``,
+    ``name_parts_does_not_hold``, ``name_parts_inconclusive`` how many have each verdict. Per
+    part, with ``part = name + "_" + key(part)``: ``part`` (statistic),
+    ``part_low``, ``part_high`` (one-sided 95% bounds), ``part_n`` (seeds), ``part_verdict``,
+    and, for log ratios, ``part_exp`` (the factor e^statistic).
+    """
+    name = name or verdict_name(v)
+    keys = {name: v.verdict, f"{name}_stat": float(v.statistic), f"{name}_low": float(v.interval[0]),
+            f"{name}_high": float(v.interval[1])}
+    parts = v.details.get("parts") if isinstance(v.details, dict) else None
+    verdicts = [] if parts is None else list(parts["verdict"])
+    keys[f"{name}_parts"] = len(verdicts)
+    for verdict in ("holds", "does not hold", "inconclusive"):
+        keys[key(name, "parts", verdict)] = verdicts.count(verdict)
+    for row in ([] if parts is None else parts.itertuples()):
+        k = key(name, row.part)
+        keys.update({k: float(row.statistic), f"{k}_low": float(row.low), f"{k}_high": float(row.high),
+                     f"{k}_n": int(row.n), f"{k}_verdict": row.verdict})
+        if "log" in str(getattr(row, "what", "")):
+            keys[f"{k}_exp"] = _exp(float(row.statistic))
+    for k, value in keys.items():
+        glue(k, value)
+    return list(keys)
+
+
+def _exp(x: float) -> float:
+    if math.isnan(x):
+        return math.nan
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
+def show_verdict(v, name: str | None = None) -> None:
+    """Display a verdict (its badge, statistic, bounds and evidence) and :func:`glue_verdict` it."""
+    from IPython.display import display
+
+    display(v)
+    glue_verdict(v, name)
+
+
+def show_parts(v, columns: dict | None = None) -> None:
+    """Show a verdict's parts as a table (part, statistic, bounds, seeds, verdict; renamed by
+    ``columns``) and print its notes: parts left untested, runs diverged or excluded."""
+    parts = v.details["parts"][["part", "statistic", "low", "high", "n", "verdict"]]
+    show(parts.rename(columns={"n": "seeds", **(columns or {})}))
+    for line in v.evidence.splitlines():
+        if line.startswith(("untested", "no part")) or "diverged" in line or "excluded" in line:
+            print(line)

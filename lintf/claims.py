@@ -77,6 +77,13 @@ ABLATION_SETTINGS = ("setting1", "setting3")
 A2_MARGIN = math.log(0.9)
 """Hypothesis A2's threshold: beta2 = 0.999 counts as no better while its final loss is at
 least 0.9 times beta2 = 0.9's (log ratio above log 0.9)."""
+HYPOTHESIS_RULES: dict[str, str] = {
+    "A1": "per seed: closed(signum) - gap / 2 > 0",
+    "A2": f"per seed: log(L(beta2 0.999) / L(beta2 0.9)) > log 0.9 = {A2_MARGIN:.3f}",
+    "A3": "per seed: log(L(normalised SGDM) / L(signum)) > 0",
+}
+"""What each hypothesis is decided on, per setting (L: final loss on the evaluation batch;
+closed(o) = log L(SGDM) - log L(o), gap = closed(Adam))."""
 
 DEFAULT_SETTINGS = ("setting1", "setting2", "setting3")
 """The paper's Settings 1, 2, 3 (Table 1), where Fig 3 shows heavy-tailed noise."""
@@ -445,7 +452,11 @@ def claim4(history: pd.DataFrame, settings=None, quantity: str = "eval_loss", fr
 spearman = stats.spearman
 
 
-def claim5(history: pd.DataFrame, settings=None, optimizer: str = "adam", max_step: int = 2000,
+CLAIM5_MAX_STEP = 2000
+"""Claim 5 reads Adam's first iterations up to this one, the window of the paper's Fig 16."""
+
+
+def claim5(history: pd.DataFrame, settings=None, optimizer: str = "adam", max_step: int | None = None,
            quantity: str = "eval_loss", frac: float = 0.1, lrs=None, runs=None, window: int | None = None,
            level: float = 0.95) -> Verdict:
     """Claim 5: smoothness grows with gradient norm (Fig 16).
@@ -461,7 +472,7 @@ def claim5(history: pd.DataFrame, settings=None, optimizer: str = "adam", max_st
     holds the plain Spearman correlation (``spearman_raw``).
     """
     check_choice("optimizer", optimizer, OPTIMIZERS)
-    max_step = check_int("max_step", max_step)
+    max_step = check_int("max_step", CLAIM5_MAX_STEP if max_step is None else max_step)
     if window is not None:
         window = check_int("window", window, minimum=3)
         if window % 2 == 0:

@@ -27,6 +27,7 @@ from scipy import stats
 
 from .checks import check_choice, check_frame, check_int
 from .claims import VERDICT_COLORS
+from .settings import get_setting
 
 PALETTE = {"sgdm": "#0173B2", "adam": "#DE8F05", "signsgd": "#D55E00", "normsgd": "#CC78BC", "rmsprop": "#CA9161",
            "adam_b2_0.99": "#56B4E9", "adam_b2_0.999": "#029E73", "adam_nobias": "#949494",
@@ -532,12 +533,17 @@ def lr_grid(sweep: pd.DataFrame, setting: str | None = None, ax: Axes | None = N
     chosen : ``{optimizer: lr}`` or a :func:`lintf.summaries.best_lr` table: a star on the line.
     published : ``{optimizer: lr}``, or ``{source: {optimizer: lr}}`` for several sources
         (e.g. ``{"Table 2": ..., "README": ...}``): a marker along the bottom of the panel,
-        one shape per source, in the optimizer's colour, with a faint vertical guide.
+        one shape per source, in the optimizer's colour, with a faint vertical guide;
+        ``"setting"``: the setting's own default (the authors' README) and Table 2 rates.
     """
     _check_frame("sweep", sweep, _RUN + ["final_loss", "diverged"])
     optimizers = _check_optimizers(optimizers)
     s = _one_setting(sweep, setting, "sweep")
     the_setting = s["setting"].iloc[0] if len(s) else setting
+    if isinstance(published, str):
+        check_choice("published", published, ("setting",))
+        st = get_setting(the_setting)
+        published = {"default (README)": st.lrs, "Table 2": st.paper_lrs}
     ax = _ax(ax)
     top = blended_transform_factory(ax.transData, ax.transAxes)
     if published is not None and not isinstance(published, Mapping):
@@ -599,6 +605,25 @@ def lr_grid(sweep: pd.DataFrame, setting: str | None = None, ax: Axes | None = N
     ax.legend(handles=ax.get_legend_handles_labels()[0] + handles, loc="upper left",
               bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return ax
+
+
+@_styled
+def panels(draws, ncols: int = 2, width: float = FULL_WIDTH, panel_height: float = PANEL_HEIGHT):
+    """A figure of titled panels: ``draws`` is a list of ``(title, draw)`` with ``draw(ax)``
+    drawing one panel (e.g. ``lambda ax: loss_curves(history, ax=ax)``). Returns ``(figure,
+    axes)``; unused cells of the last row are removed."""
+    draws = list(draws)
+    if not draws or not all(isinstance(t, str) and callable(d) for t, d in draws):
+        raise ValueError(f"draws must be a non-empty list of (title, draw(ax)) pairs, got {draws!r}")
+    ncols = min(check_int("ncols", ncols), len(draws))
+    nrows = math.ceil(len(draws) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, nrows * panel_height + 0.6), squeeze=False)
+    for ax, (title, draw) in zip(axes.flat, draws):
+        draw(ax)
+        ax.set_title(title)
+    for ax in axes.flat[len(draws):]:
+        ax.remove()
+    return fig, axes
 
 
 @_styled

@@ -205,6 +205,13 @@ class Test:
         return self.p_less if self.side == "greater" else self.p_greater
 
 
+def min_seeds(level: float = 0.95) -> int:
+    """The fewest units that can decide at ``level``: the smallest ``n`` with ``1 / 2^n <=
+    1 - level`` (5 at the default: 1/32 <= 5% < 1/16)."""
+    alpha = 1.0 - _check_level(level)
+    return next(n for n in range(1, 64) if 0.5 ** n <= alpha + 1e-12)
+
+
 def test(values, *, side: str = "greater", level: float = 0.95, threshold: float = 0.0) -> Test:
     """Sign-flip test of the mean of ``values`` (one per independent unit) against ``threshold``.
 

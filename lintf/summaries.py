@@ -317,6 +317,27 @@ def noise_tail_table(noise: pd.DataFrame, spectrum: pd.DataFrame | None = None, 
                                        "hill_deficit"])
 
 
+def batch_spread(curve: pd.DataFrame, method: str = "diag") -> pd.DataFrame:
+    """How much ``R_med`` moves with the evaluation batch: per setting, optimizer and batch
+    size of :func:`lintf.experiments.batch_size_curve`'s ``curve``, the largest over the
+    smallest value among the independent batches of that size (1: no dependence)."""
+    _check_frame("curve", curve, ["setting", "optimizer", "size", "method", "value"])
+    check_choice("method", method, ("eig", "diag"))
+    return (curve[curve["method"] == method].groupby(["setting", "optimizer", "size"])["value"]
+            .agg(lambda v: float(v.max() / v.min())).rename("max/min").reset_index())
+
+
+def eig_health(conditioning: pd.DataFrame, tiny: float = 1e-8) -> pd.DataFrame:
+    """Whether the eigenvalue ``R_med`` divides by rounding: per setting, the Hessians, how
+    many have a median ``|lambda|`` below ``tiny`` times ``|lambda_max|``, and the median of that
+    relative size (columns ``hessians, tiny, relative_median``)."""
+    _check_frame("conditioning", conditioning, ["setting", "method", "lambda_max", "lambda_median"])
+    eig = conditioning[conditioning["method"] == "eig"].dropna(subset=["lambda_max", "lambda_median"])
+    rel = eig["lambda_median"].abs() / eig["lambda_max"].abs()
+    return (eig.assign(tiny=rel < tiny, rel=rel).groupby("setting")
+            .agg(hessians=("tiny", "size"), tiny=("tiny", "sum"), relative_median=("rel", "median")).reset_index())
+
+
 # -- condition numbers -------------------------------------------------------------------
 _COND = _RUN + ["step", "eval_batch", "batch", "method", "value"]
 

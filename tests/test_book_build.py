@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -33,6 +34,8 @@ MIN_FIGURES = {
 CHAPTERS = list(MIN_FIGURES)
 BACK_MATTER = ["bibliography"]
 """Pages after the chapters: Markdown, no code."""
+GLUE_ROLE = re.compile(r"\{glue(?::text)?\}`([^`]+)`")
+"""A ``{glue:text}`key:spec``` role in a chapter's Markdown."""
 # Class tokens myst-nb gives a cell output that is not a clean result.
 ERROR_CLASSES = {"stderr", "traceback", "error"}
 
@@ -212,3 +215,34 @@ def test_scorecard_is_executed_last(built_site):
     from conftest import _BUILD_REPORT
     order = [name for name, _ in _BUILD_REPORT["chapters"]]
     assert order[-1] == "scorecard" and sorted(order) == sorted(CHAPTERS), order
+
+
+def _glue_refs(chapter: str) -> list[str]:
+    """The glue keys a chapter's prose pastes, once per occurrence (the format spec dropped)."""
+    nb = nbformat.read(BOOK / f"{chapter}.ipynb", as_version=4)
+    return [ref.rsplit(":", 1)[0] if ":" in ref else ref
+            for c in nb.cells if c.cell_type == "markdown" for ref in GLUE_ROLE.findall(c.source)]
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_prose_glues_its_numbers(chapter):
+    assert _glue_refs(chapter), f"{chapter}: no number of its prose is glued (lintf.chapter.glue, {{glue:text}})"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_every_glued_key_is_present_and_pasted(built_site, chapter):
+    refs = _glue_refs(chapter)
+    glued = json.loads((built_site.parent / "jupyter_execute" / f"{chapter}.glue.json").read_text(encoding="utf-8"))
+    assert set(refs) <= set(glued), f"{chapter}: prose pastes keys no cell glued: {sorted(set(refs) - set(glued))}"
+    article = _article(built_site / f"{chapter}.html")
+    pasted = sum("pasted-text" in classes for classes in article.class_lists)
+    assert pasted == len(refs), f"{chapter}: {pasted} pasted values for {len(refs)} glue roles"
+    assert "{glue" not in "".join(article.text), f"{chapter}: a glue role was left unrendered"
+
+
+@pytest.mark.slow
+def test_scorecard_read_every_chapters_results(built_site):
+    glued = json.loads((built_site.parent / "jupyter_execute" / "scorecard.glue.json").read_text(encoding="utf-8"))
+    counts = {k: glued[k]["data"]["text/plain"] for k in ("n_not_computed", "a_not_computed")}
+    assert counts == {"n_not_computed": "0", "a_not_computed": "0"}, f"the scorecard found results missing: {counts}"

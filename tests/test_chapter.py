@@ -31,3 +31,111 @@ def test_show_formats_floats_and_hides_the_index(monkeypatch):
 def test_rerun_line_names_the_chapter():
     line = chapter.rerun("depth", "-p scale ci")
     assert "papermill book/depth.ipynb out.ipynb --cwd book -p scale ci" in line
+
+
+# ---------------------------------------------------------------- glue
+
+
+def _glued(monkeypatch):
+    """Capture what lintf.chapter.glue hands to myst-nb: {name: value}."""
+    import myst_nb
+    seen = {}
+
+    def fake(name, value, display=True):
+        assert display is False
+        seen[name] = value
+    monkeypatch.setattr(myst_nb, "glue", fake)
+    return seen
+
+
+def _verdict(statistic=0.7, what="mean log(SGDM/Adam final loss)"):
+    import pandas as pd
+
+    from lintf.claims import Verdict
+    parts = pd.DataFrame({"part": ["setting1", "heavy-tailed: setting3"], "statistic": [statistic, float("nan")],
+                          "low": [0.2, -float("inf")], "high": [1.1, float("inf")], "n": [6, 3],
+                          "verdict": ["holds", "inconclusive"], "what": [what, what]})
+    return Verdict(1, "Adam reaches a lower loss.", "inconclusive", statistic, (0.2, 1.1), "line", {"parts": parts})
+
+
+def test_key_is_a_lower_case_identifier():
+    assert chapter.key("claim2", "heavy-tailed: setting1") == "claim2_heavy_tailed_setting1"
+    assert chapter.key("share", "setting1", "adam_b2_0.999") == "share_setting1_adam_b2_0_999"
+    assert chapter.key("gap widens with depth L=[2, 4, 6, 8]") == "gap_widens_with_depth_l_2_4_6_8"
+
+
+def test_glue_hands_plain_python_numbers_to_myst_nb(monkeypatch):
+    import numpy as np
+    import pytest
+    import torch
+    seen = _glued(monkeypatch)
+    chapter.glue("a", np.float64(0.5))
+    chapter.glue("b", torch.tensor(3))
+    chapter.glue("c", np.int64(7))
+    chapter.glue("d", "holds")
+    chapter.glue("e", True)
+    assert seen == {"a": 0.5, "b": 3, "c": 7, "d": "holds", "e": "True"}
+    assert [type(seen[k]) for k in "abcd"] == [float, int, int, str]
+    # a plain float's repr is what myst-nb's format spec parses; numpy's would be "np.float64(0.5)"
+    from myst_nb.core.variables import format_plain_text
+    assert format_plain_text(repr(seen["a"]), ".2f") == "0.50"
+    with pytest.raises(ValueError, match="name must be"):
+        chapter.glue("Bad key", 1.0)
+
+
+def test_glue_verdict_glues_every_part_and_counts(monkeypatch):
+    import math
+    seen = _glued(monkeypatch)
+    keys = chapter.glue_verdict(_verdict())
+    assert set(keys) == set(seen)
+    assert seen["claim1"] == "inconclusive" and seen["claim1_stat"] == 0.7
+    assert (seen["claim1_low"], seen["claim1_high"]) == (0.2, 1.1)
+    assert seen["claim1_setting1"] == 0.7 and seen["claim1_setting1_n"] == 6
+    assert seen["claim1_setting1_verdict"] == "holds"
+    assert math.isclose(seen["claim1_setting1_exp"], math.exp(0.7))
+    assert math.isnan(seen["claim1_heavy_tailed_setting3"]) and seen["claim1_heavy_tailed_setting3_low"] == -math.inf
+    assert math.isnan(seen["claim1_heavy_tailed_setting3_exp"])  # glued all the same: the prose never misses a key
+    assert (seen["claim1_parts"], seen["claim1_parts_holds"], seen["claim1_parts_inconclusive"],
+            seen["claim1_parts_does_not_hold"]) == (2, 1, 1, 0)
+
+
+def test_glue_verdict_exp_only_for_log_ratios_and_never_overflows(monkeypatch):
+    seen = _glued(monkeypatch)
+    chapter.glue_verdict(_verdict(what="excess kurtosis over the Gaussian null"), "k")
+    assert "k_setting1_exp" not in seen
+    chapter.glue_verdict(_verdict(statistic=1e4), "big")
+    assert seen["big_setting1_exp"] == float("inf")
+
+
+def test_show_verdict_displays_and_glues(monkeypatch):
+    import IPython.display
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", shown.append)
+    seen = _glued(monkeypatch)
+    v = _verdict()
+    chapter.show_verdict(v, "nl_claim1")
+    assert shown == [v] and seen["nl_claim1"] == "inconclusive"
+
+
+def test_records_counts_the_window_in_recorded_values():
+    assert chapter.records(1250, 20) == 2          # 50 steps, one record every 20
+    assert chapter.records(200, 1) == 10           # a twentieth of a short run
+    assert chapter.records(200, 1, window=3) == 3 and chapter.records(10, 20) == 1
+
+
+def test_choices_and_horizon():
+    import pytest
+    assert chapter.choices("methods", "eig", ("eig", "diag")) == ["eig"]
+    with pytest.raises(ValueError, match=r"methods\[1\].*'diag'"):
+        chapter.choices("methods", ["eig", "trace"], ("eig", "diag"))
+    p = chapter.parameters(scale="ci", device="cpu")
+    assert chapter.horizon(p, "setting1") == p.scale.steps_for(__import__("lintf").get_setting("setting1"))
+    assert chapter.horizon(chapter.parameters(scale="ci", device="cpu", steps=70), ["setting1", "depth2"]) == 70
+
+
+def test_rates_used_names_each_setting_and_optimizer():
+    import pandas as pd
+    runs = pd.DataFrame({"setting": ["setting1", "setting1", "gamma"], "optimizer": ["sgdm", "adam", "adam"],
+                         "lr": [0.02, 0.005, 0.01]})
+    assert chapter.rates_used(runs) == "Setting 1: gaussian, n=20: SGDM 0.02, Adam 0.005; " + \
+        f"{__import__('lintf').get_setting('gamma').title}: Adam 0.01"

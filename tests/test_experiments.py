@@ -242,3 +242,60 @@ def test_scorecard_rows_beyond_the_paper_are_the_chapters(tiny):
 def claims_hypotheses():
     from lintf.claims import HYPOTHESES
     return HYPOTHESES
+
+
+def test_the_books_display_tables(tiny):
+    from lintf.claims import HYPOTHESES, VERDICT_COLORS
+    from lintf.plots import LABELS
+    from lintf.summaries import best_lr
+    ctx = B.context("tiny", progress=False)
+    data = B.ablation_runs(ctx)
+    tables = B.ablation_tables(data)
+    assert set(tables["rates"].optimizer) == {LABELS[o] for o in lintf.optim.ALL_OPTIMIZERS}
+    assert (tables["rates"]["rates tried"] == 2).all() and "share of the gap" in tables["closed"]
+    verdicts = {k: B.hypothesis(k, ctx) for k in HYPOTHESES}
+    parts = B.parts(verdicts)
+    assert len(parts) == sum(len(v.details["parts"]) for v in verdicts.values())
+    assert list(pd.unique(parts["claim"])) == list(HYPOTHESES)
+    assert B.parts({}).empty
+    counts = B.counts(verdicts, [{"claim": "A9"}])
+    assert sum(counts.values()) == len(verdicts) + 1 and counts["not computed"] == 1
+    assert counts["holds"] == sum(v.verdict == "holds" for v in verdicts.values())
+    html = B.styled_card(verdicts, HYPOTHESES, B.HYPOTHESIS_CHAPTER, "hypothesis").to_html()
+    assert ">hypothesis<" in html and VERDICT_COLORS[verdicts["A1"].verdict].lower() in html.lower()
+
+    rates = B.rate_table(best_lr(B.sweeps(ctx, ["setting1"])))
+    assert sorted(rates.optimizer) == ["Adam", "SGDM"]
+    paper = settings.get_setting("setting1").paper_lrs
+    assert dict(zip(rates.optimizer, rates["paper Table 2"])) == {"SGDM": paper["sgdm"], "Adam": paper["adam"]}
+    search = {"depth2": E.stable_search("depth2", "tiny")}
+    stable = B.stable_table(search, with_hessians=["depth2"])
+    assert stable["L"].tolist() == [2, 2] and set(stable["exact Hessians"]) == {"yes"}
+    assert stable["rate used"].tolist() == [f"{search['depth2'][0][o]:g}" for o in ("sgdm", "adam")]
+    noise = B.noise(ctx, ["setting1"])
+    tails = B.tail_table(noise["noise"], noise["spectrum"])
+    assert tails["title"].tolist() == [settings.get_setting("setting1").title] and "kurtosis excess" in tails
+
+
+def test_rmed_medians_are_medians_over_seeds():
+    cond = pd.DataFrame([dict(setting="setting1", step=10, optimizer=o, method=m, seed=s, value=v * (2 if m == "eig" else 1))
+                         for o in ("sgdm", "adam") for m in ("diag", "eig") for s, v in enumerate((1.0, 3.0, 10.0))])
+    rmed = B.rmed_medians(cond)
+    assert rmed["R_med (diagonal)"].tolist() == [3.0, 3.0] and rmed["R_med (eigenvalues)"].tolist() == [6.0, 6.0]
+    assert set(rmed.optimizer) == {"SGDM", "Adam"}
+
+
+def test_batch_spread_and_eig_health_against_plain_loops():
+    from lintf import summaries
+    rng = np.random.default_rng(0)
+    curve = pd.DataFrame([dict(setting="setting1", optimizer=o, size=z, batch=b, method=m, value=float(rng.uniform(1, 9)))
+                          for o in ("sgdm", "adam") for z in (30, 60) for b in range(3) for m in ("diag", "eig")])
+    spread = summaries.batch_spread(curve).set_index(["setting", "optimizer", "size"])["max/min"]
+    for (s, o, z), v in spread.items():
+        vals = curve[(curve.optimizer == o) & (curve["size"] == z) & (curve.method == "diag")].value
+        assert v == pytest.approx(vals.max() / vals.min())
+    cond = pd.DataFrame({"setting": ["setting1"] * 3 + ["setting2"], "method": ["eig", "eig", "diag", "eig"],
+                         "lambda_max": [1.0, -2.0, np.nan, 4.0], "lambda_median": [1e-12, 0.5, np.nan, 1.0]})
+    health = summaries.eig_health(cond).set_index("setting")
+    assert health.loc["setting1", "hessians"] == 2 and health.loc["setting1", "tiny"] == 1
+    assert health.loc["setting2", "relative_median"] == pytest.approx(0.25)

@@ -243,3 +243,24 @@ def test_forest_puts_the_claimed_side_right_and_colours_by_verdict():
     dots = [ln for ln in ax.get_lines() if ln.get_marker() == "o"]
     assert [d.get_xdata()[0] for d in dots] == [2.0, 2.0, 0.1]         # a "less" claim is mirrored
     assert dots[0].get_color() == P.VERDICT_COLORS["holds"]
+
+
+def test_lr_grid_marks_the_settings_own_published_rates():
+    sw = sweep().assign(setting="setting1")
+    ax = P.lr_grid(sw, published="setting")
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "default (README) rate" in legend and "Table 2 rate" in legend
+    with pytest.raises(ValueError, match="published"):
+        P.lr_grid(sw, published="paper")
+
+
+def test_panels_draws_titled_panels_and_removes_the_rest():
+    h = history()
+    fig, axes = P.panels([("Loss", lambda ax: P.loss_curves(h, ax=ax)),
+                          ("Smoothness", lambda ax: P.smoothness_curves(h, ax=ax)),
+                          ("Again", lambda ax: P.loss_curves(h, ax=ax))], ncols=2)
+    assert axes.shape == (2, 2) and len(fig.axes) >= 3
+    assert [a.get_title() for a in axes.flat[:3]] == ["Loss", "Smoothness", "Again"]
+    assert axes.flat[3] not in fig.axes
+    with pytest.raises(ValueError, match="draws"):
+        P.panels([])

@@ -306,3 +306,11 @@ def test_detrended_spearman_against_a_plain_computation():
         S.detrended_spearman(np.r_[np.nan, x[1:]], y, step)
     with pytest.raises(ValueError, match="same shape"):
         S.detrended_spearman(x, y[:-1], step)
+
+
+def test_min_seeds_is_the_fewest_that_can_decide():
+    for level in (0.9, 0.95, 0.99):
+        n = S.min_seeds(level)
+        assert S.decide(np.ones(n), level=level) == "holds"
+        assert S.decide(np.ones(n - 1), level=level) == "inconclusive"
+    assert S.min_seeds() == 5
