@@ -246,3 +246,16 @@ def test_scorecard_read_every_chapters_results(built_site):
     glued = json.loads((built_site.parent / "jupyter_execute" / "scorecard.glue.json").read_text(encoding="utf-8"))
     counts = {k: glued[k]["data"]["text/plain"] for k in ("n_not_computed", "a_not_computed")}
     assert counts == {"n_not_computed": "0", "a_not_computed": "0"}, f"the scorecard found results missing: {counts}"
+
+
+CITE_ROLE = re.compile(r"\{cite(?::[a-z]+)?\}`([^`]+)`")
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_cites_references_of_the_bibliography(chapter):
+    keys = set(re.findall(r"^@\w+\{([^,]+),", (BOOK / "references.bib").read_text(encoding="utf-8"), re.M))
+    nb = nbformat.read(BOOK / f"{chapter}.ipynb", as_version=4)
+    cited = {k.strip() for c in nb.cells if c.cell_type == "markdown" for ref in CITE_ROLE.findall(c.source)
+             for k in ref.split(",")}
+    assert cited, f"{chapter}: cites nothing"
+    assert cited <= keys, f"{chapter}: cites keys not in references.bib: {sorted(cited - keys)}"
