@@ -14,7 +14,8 @@ One concept per module, data flowing one way (settings -> runs -> results -> fig
 - :mod:`lintf.summaries`: final losses, grid choices, noise tails, the condition-number table.
 - :mod:`lintf.claims`, :mod:`lintf.book`: the eight claims and the ablation's hypotheses, and which
   chapter decides each on which experiments (the scorecard reads the same).
-- :mod:`lintf.plots`, :mod:`lintf.chapter`: figures, chapters.
+- :mod:`lintf.plots`, :mod:`lintf.chapter`: figures; a chapter's parameters, figures with their
+  captions, verdicts, and the numbers glued into its prose.
 """
 from .data import COVARIATES, Prompts, authors_prompts, sample_covariates, sample_prompts
 from . import stats

@@ -163,6 +163,7 @@ def test_site_root_has_a_favicon(built_site):
     assert (built_site / "favicon.ico").read_bytes()[:4] == b"\x00\x00\x01\x00"
 
 
+@pytest.mark.slow
 def test_mathjax_is_served_from_the_site(built_site):
     assert (built_site / "_static" / "mathjax" / "tex-chtml.js").is_file()
     pages = sorted(built_site.glob("*.html"))
@@ -209,6 +210,7 @@ def test_failing_chapter_fails_the_build(tmp_path, book_build_command):
     assert "intro.ipynb: Executed notebook" in log
 
 
+@pytest.mark.slow
 def test_scorecard_is_executed_last(built_site):
     """The scorecard only reads what the other chapters stored, so the build runs it last
     (book/_ext/lintf_book.py reorders Sphinx's alphabetical reading)."""
