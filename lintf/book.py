@@ -141,6 +141,54 @@ def variant_lrs(scale: Scale, setting: str) -> str:
     return "default" if setting in FIGURE_ONLY and scale.figure_lrs == "default" else "grid"
 
 
+def _iterations(s, name):
+    return s.steps_for(get_setting(name))
+
+
+def _checkpoints(steps):
+    return "every checkpoint" if steps is None else ", ".join(map(str, steps))
+
+
+def _scale_row(s, current):
+    return {"scale": s.name + (" (this build)" if s.name == current else ""),
+            "iterations: Settings 1-3 (gamma = Setting 3)": _iterations(s, "setting1"),
+            "iterations: depth L = 2..8": _iterations(s, "depth2"),
+            "iterations: L=8, d=20, n=60": _iterations(s, "large") if "large" not in s.skip_variants
+            else "left to scale paper",
+            "iterations: sphere": _iterations(s, "sphere"),
+            "iterations: softmax, separate W_K W_Q, nonlinear": _iterations(s, "softmax"),
+            "seeds": ", ".join(map(str, s.seeds)),
+            "seeds: separate W_K W_Q, L=8 d=20 (no claim)": ", ".join(map(str, s.seeds_for(get_setting("large")))),
+            "batch B": s.batch_size,
+            "evaluation loss every": s.eval_every, "directional smoothness every": s.smoothness_every,
+            "checkpoints every": s.checkpoint_every,
+            "Hessians at: Settings 1-3": _checkpoints(s.hessian_steps),
+            "Hessians at: other settings": _checkpoints(s.extra_hessian_steps),
+            "Hessians for models up to (parameters)": s.hessian_max_params or "no limit",
+            "condition-number table at": ", ".join(map(str, s.table_steps)),
+            "condition-number table: seeds, iterations": f"{len(s.table_seeds)} seeds, {s.table_horizon} it.",
+            "R_med evaluation batches": f"{s.eval_batches} x {s.eval_size} and 1 x {s.eval_large} per seed",
+            "claim 3 decided on": s.eval_protocol,
+            "learning-rate grid": f"{s.grid_points} rates × {len(s.sweep_seeds)} seeds × {s.sweep_steps} it.",
+            "learning-rate grid: variants": f"{s.variant_grid_points} rates × {len(s.sweep_seeds)} seeds × "
+                                            f"{s.variant_sweep_steps or s.sweep_steps} it."
+                                            + (" (softmax only)" if s.figure_lrs == "default" else ""),
+            "depth rates tried (x Table 2)": ", ".join(f"{f:g}" for f in sorted(s.depth_grid, reverse=True)),
+            "ablation: grid, search, runs": f"x {', '.join(f'{f:g}' for f in s.ablation_factors)}; "
+                                            f"{s.ablation_sweep_steps} it.; {s.ablation_steps} it.",
+            "gradient noise": f"{s.noise_batches} batches of {s.noise_batch_size} vs 1 of {s.noise_big_batch}",
+            "gradient noise at initialisations": ", ".join(map(str, s.noise_seeds))}
+
+
+def scale_table(current: str | None = None) -> pd.DataFrame:
+    """What each scale of :data:`lintf.settings.SCALES` computes, one column per scale (``current``
+    marked as this build's): iterations per kind of setting, seeds, batch, how often the loss,
+    smoothness and checkpoints are recorded, where the Hessians are taken, the condition-number
+    table, the grids, the ablation and the gradient noise."""
+    from .settings import SCALES
+    return pd.DataFrame([_scale_row(s, current) for s in SCALES.values()]).set_index("scale").T
+
+
 def tail_table(noise: pd.DataFrame, spectrum: pd.DataFrame | None = None) -> pd.DataFrame:
     """:func:`lintf.summaries.noise_tail_table` for display: one row per setting, its title, the
     initialisations and samples, excess kurtosis measured and under the Gaussian null of the

@@ -299,3 +299,14 @@ def test_batch_spread_and_eig_health_against_plain_loops():
     health = summaries.eig_health(cond).set_index("setting")
     assert health.loc["setting1", "hessians"] == 2 and health.loc["setting1", "tiny"] == 1
     assert health.loc["setting2", "relative_median"] == pytest.approx(0.25)
+
+
+def test_scale_table_reads_the_scales():
+    table = B.scale_table("cpu")
+    assert list(table.columns) == ["paper", "cpu (this build)", "ci"]
+    for name, column in zip(settings.SCALES, table.columns):
+        sc = settings.SCALES[name]
+        assert table.loc["iterations: Settings 1-3 (gamma = Setting 3)", column] == sc.steps_for(
+            settings.get_setting("setting1"))
+        assert table.loc["seeds", column] == ", ".join(map(str, sc.seeds))
+    assert table.loc["iterations: L=8, d=20, n=60", "cpu (this build)"] == "left to scale paper"
