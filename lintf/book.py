@@ -126,6 +126,12 @@ def sweeps(ctx: Context, settings, points: int | None = None, steps: int | None 
                     for s in settings])
 
 
+def batch_curves(ctx: Context, settings) -> pd.DataFrame:
+    """``R_med`` against the evaluation batch's size (:func:`lintf.experiments.batch_size_curve`)
+    of ``settings``, one frame."""
+    return _concat([E.batch_size_curve(s, ctx.scale.name, **ctx.kw()).frames["curve"] for s in settings])
+
+
 def conditioning(ctx: Context, settings, eval_batch: str = "authors", lrs="default") -> pd.DataFrame:
     """``R_med`` at the training checkpoints of ``settings`` (:func:`lintf.experiments.conditioning`
     on ``eval_batch``), one frame; a model the scale gives no Hessian adds no row."""
@@ -205,17 +211,17 @@ def ablation_tables(data: dict) -> dict:
     """The ablation chapter's tables from :func:`ablation_runs`' ``data``: ``rates`` (each
     optimizer's grid-best rate, its grid loss, how many grid rates diverged of those tried) and
     ``closed`` (:func:`lintf.claims.gap_closed`: final loss and share of the SGDM-Adam gap
-    closed, with bounds), both with display names."""
+    closed, with bounds), both with display names; ``gap``, that frame as computed."""
     from .plots import LABELS
     best = data["best"]
     rates = best.assign(optimizer=best["optimizer"].map(LABELS), diverged=best["diverged_lrs"].map(len))[
         ["setting", "optimizer", "best_lr", "final_loss", "diverged", "n_lrs"]].rename(columns={
             "best_lr": "rate", "final_loss": "grid final loss", "diverged": "rates diverged", "n_lrs": "rates tried"})
-    closed = claims.gap_closed(data["history"], data["runs"])
-    closed = closed.assign(optimizer=closed["optimizer"].map(LABELS)).rename(columns={
+    gap = claims.gap_closed(data["history"], data["runs"])
+    closed = gap.assign(optimizer=gap["optimizer"].map(LABELS)).rename(columns={
         "n_seeds": "seeds", "final_loss": "final loss", "loss_low": "lower", "loss_high": "upper",
         "closed": "log gap closed", "share": "share of the gap", "low": "share: lower", "high": "share: upper"})
-    return {"rates": rates, "closed": closed}
+    return {"rates": rates, "closed": closed, "gap": gap}
 
 
 def rmed_medians(cond: pd.DataFrame) -> pd.DataFrame:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from .checks import check_choice, check_int, check_seeds
 from .engine import resolve_device
+from .stats import VERDICTS
 from .settings import SETTINGS, Scale, default_scale, get_scale, get_setting
 
 
@@ -68,8 +69,7 @@ def caption(figure: str, settings, p: Parameters, *, what: str = "", steps: int 
     """A figure caption naming the paper's figure, the settings, the scale, the seeds and
     the parametrization (and what differs from the paper), as Markdown. ``summary`` says
     what the figure does with the seeds (None: nothing to say beyond ``what``)."""
-    names = [settings] if isinstance(settings, str) else list(settings)
-    objs = [get_setting(s) for s in names]
+    objs = [get_setting(s) for s in _names(settings)]
     params = sorted({s.model.parametrization for s in objs})
     seeds = p.seeds if p.seeds is not None else p.scale.seeds_for(objs[0])
     horizon = f", {steps} iterations" if steps else ""
@@ -121,11 +121,15 @@ def ablation_options(optimizers=None, clip=True) -> tuple[tuple[str, ...], bool]
 
 
 
+def _names(values) -> list:
+    """One name, or a list of names, as a list."""
+    return [values] if isinstance(values, str) else list(values)
+
+
 def choices(name: str, values, allowed) -> list:
     """Check a list parameter: one name or a list of names among ``allowed`` (``ValueError``
     naming ``name[i]`` and the accepted values)."""
-    values = [values] if isinstance(values, str) else list(values)
-    return [check_choice(f"{name}[{i}]", v, tuple(allowed)) for i, v in enumerate(values)]
+    return [check_choice(f"{name}[{i}]", v, tuple(allowed)) for i, v in enumerate(_names(values))]
 
 
 def figure(plot, frame, settings, p: Parameters, label: str, what: str = "", *, titles=None,
@@ -137,7 +141,7 @@ def figure(plot, frame, settings, p: Parameters, label: str, what: str = "", *, 
 
     from .plots import grid_of_settings
 
-    settings = [settings] if isinstance(settings, str) else list(settings)
+    settings = _names(settings)
     titles = {**{s: get_setting(s).title for s in settings}, **(titles or {})}
     grid_of_settings(plot, frame, settings=settings, titles=titles, **kwargs)
     plt.show()
@@ -146,8 +150,7 @@ def figure(plot, frame, settings, p: Parameters, label: str, what: str = "", *, 
 
 def horizon(p: Parameters, settings) -> int:
     """The longest horizon of ``settings`` in the chapter: ``steps`` if given, else the scale's."""
-    settings = [settings] if isinstance(settings, str) else list(settings)
-    return max(p.steps or p.scale.steps_for(get_setting(s)) for s in settings)
+    return max(p.steps or p.scale.steps_for(get_setting(s)) for s in _names(settings))
 
 
 def rates_used(runs, optimizers=("sgdm", "adam")) -> str:
@@ -221,7 +224,7 @@ def glue_verdict(v, name: str | None = None) -> list[str]:
     parts = v.details.get("parts") if isinstance(v.details, dict) else None
     verdicts = [] if parts is None else list(parts["verdict"])
     keys[f"{name}_parts"] = len(verdicts)
-    for verdict in ("holds", "does not hold", "inconclusive"):
+    for verdict in VERDICTS:
         keys[key(name, "parts", verdict)] = verdicts.count(verdict)
     for row in ([] if parts is None else parts.itertuples()):
         k = key(name, row.part)

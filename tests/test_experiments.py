@@ -253,6 +253,9 @@ def test_the_books_display_tables(tiny):
     tables = B.ablation_tables(data)
     assert set(tables["rates"].optimizer) == {LABELS[o] for o in lintf.optim.ALL_OPTIMIZERS}
     assert (tables["rates"]["rates tried"] == 2).all() and "share of the gap" in tables["closed"]
+    assert tables["gap"]["share"].tolist() == tables["closed"]["share of the gap"].tolist()
+    curves = B.batch_curves(ctx, ["setting1"])
+    pd.testing.assert_frame_equal(curves, E.batch_size_curve("setting1", "tiny").frames["curve"])
     verdicts = {k: B.hypothesis(k, ctx) for k in HYPOTHESES}
     parts = B.parts(verdicts)
     assert len(parts) == sum(len(v.details["parts"]) for v in verdicts.values())
