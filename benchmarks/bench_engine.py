@@ -10,7 +10,12 @@ n=20, B=1000, gaussian prompts, the authors' block parametrization: Setting 1's 
 - the exact float64 Hessian of one run at one checkpoint (:func:`lintf.measure.hessian`), on
   the B=1000 evaluation batch (``hessian_seconds``) and on 20000 prompts
   (``hessian_20k_seconds``, median of 3; with ``--profile`` and above 2 s, its cProfile);
-- a large float32 matrix product, to say how fast this machine was while the rest ran.
+- a large float32 matrix product, to say how fast this machine was while the rest ran;
+- the model variants (softmax attention, separate ``W_K, W_Q``, the nonlinear setting's MLP front
+  end, each its book setting's model, smoothness recorded where the setting records it) and the
+  large model of Fig 8: :func:`lintf.engine.train` of 6 runs at B=1000 with ``backend="fast"``
+  (:mod:`lintf.fast_variants`) against ``backend="autograd"``, in the same process, round-robin
+  (``--variants``: this part alone).
 
 Every number is a median over ``--repeats`` repetitions, taken round-robin so that a burst
 of load from another process hits every row alike. Times are wall clock (what a reader
@@ -22,7 +27,9 @@ The machine's load average is printed at the start and the end.
     python benchmarks/bench_engine.py --profile   # also: where the engine's time goes
 
 The last line is ``speedup_vs_sequential: <x>``: time per run-iteration of the reference
-over that of the engine at its best run count.
+over that of the engine at its best run count. Before it, ``<variant>_speedup_vs_autograd: <x>``
+for ``softmax``, ``separate_qk`` and ``nonlinear``: the engine's time per run-iteration with
+``backend="autograd"`` over that with ``backend="fast"``.
 """
 from __future__ import annotations
 
@@ -193,12 +200,69 @@ def profile_engine(R, steps):
         engine.WORKERS = workers
 
 
+VARIANTS = ("softmax", "separate_qk", "nonlinear")
+"""The book's settings of the model variants (B=1000, L=3, d=5, n=20)."""
+
+
+def variant_run(name, backend, steps, R=6):
+    """``steps`` iterations of ``R`` runs (the setting's two optimizers at its rates, ``R // 2``
+    seeds) of setting ``name`` on ``backend``; returns seconds of the loop (wall, CPU)."""
+    s = settings.get_setting(name)
+    configs = [("sgdm", s.lrs["sgdm"]), ("adam", s.lrs["adam"])]
+    cpu = time.process_time()
+    res = engine.train(s.model, s.prompts, configs, list(range(R // 2)), steps=steps, batch_size=B, eval_every=50,
+                       checkpoint_every=250, record_smoothness=s.record_smoothness, device="cpu", progress=False,
+                       backend=backend)
+    return res.seconds, time.process_time() - cpu
+
+
+def variant_speedups(repeats, steps, large_steps):
+    """Time per run-iteration (ms, wall and CPU) of every variant on both backends, and of the
+    large model of Fig 8 (its own path: the plain model's, :mod:`lintf.fast`); medians over
+    ``repeats`` round-robin repetitions. Returns ``{(name, backend): (wall ms, CPU ms)}``."""
+    rows = {(name, b): (lambda name=name, b=b: variant_run(name, b, steps)) for name in VARIANTS
+            for b in ("fast", "autograd")}
+    rows["large", "auto"] = lambda: variant_run("large", "auto", large_steps)
+    iters = {key: (large_steps if key[0] == "large" else steps) * 6 for key in rows}
+    with engine.cpu_threads(engine.CPU_THREADS):
+        for key, fn in rows.items():                               # warm-up
+            if key[1] != "autograd":
+                fn()
+        samples = {key: [] for key in rows}
+        for _ in range(repeats):
+            for key, fn in rows.items():
+                samples[key].append(fn())
+    return {key: tuple(statistics.median(x[i] for x in samples[key]) / iters[key] * 1e3 for i in (0, 1))
+            for key in rows}
+
+
+def print_variants(times):
+    """The variants' table and their ``<name>_speedup_vs_autograd`` lines."""
+    print(f"\nmodel variants, engine, 6 runs, B={B} (ms per run-iteration, wall (CPU)):")
+    for name in VARIANTS:
+        (fw, fc), (aw, ac) = times[name, "fast"], times[name, "autograd"]
+        print(f"  {name:12s} fast {fw:7.2f} ({fc:6.2f})   autograd {aw:7.2f} ({ac:6.2f})   {aw / fw:5.1f}x "
+              f"(CPU {ac / fc:.1f}x)")
+    lw, lc = times["large", "auto"]
+    large = settings.get_setting("large").model
+    print(f"  large (L={large.L}, d={large.d}, n={settings.get_setting('large').prompts.n}, {large.parametrization}): "
+          f"{lw:.2f} ({lc:.2f}) ms per run-iteration")
+    for name in VARIANTS:
+        print(f"{name}_speedup_vs_autograd: {times[name, 'autograd'][0] / times[name, 'fast'][0]:.2f}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats (about a minute)")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--profile", action="store_true", help="also profile the engine at 12 runs")
+    parser.add_argument("--variants", action="store_true", help="only the model variants against autograd")
     args = parser.parse_args(argv)
+    if args.variants:
+        print(f"torch {torch.__version__}, {os.cpu_count()} CPUs; load average at start {os.getloadavg()}")
+        print_variants(variant_speedups(args.repeats or 3, 5 if args.quick else 10, 3 if args.quick else 5))
+        print(f"load average at end {os.getloadavg()}")
+        return
     quick = args.quick
     repeats = args.repeats or (3 if quick else 5)
     seq_steps = 15 if quick else 40
@@ -270,6 +334,7 @@ def main(argv=None):
           f"{', '.join(f'{t:.2f}' for t in big)}; load average {os.getloadavg()[0]:.1f})")
     if args.profile and statistics.median(big) > 2.0:
         profile_hessian_20k()
+    print_variants(variant_speedups(repeats, 5 if quick else 10, 3 if quick else 5))
     best = min((per_iter(f"engine R={R}", 0), R) for R in run_counts)
     print(f"best engine run count: R={best[1]}")
     print(f"speedup_vs_sequential: {ref / best[0]:.2f}")

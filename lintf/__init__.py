@@ -9,6 +9,8 @@ One concept per module, data flowing one way (settings -> runs -> results -> fig
 - :mod:`lintf.measure`: gradient noise, exact Hessians and ``R_med``, directional smoothness.
 - :mod:`lintf.settings`: the paper's named settings and the scales ``paper``, ``cpu``, ``ci``.
 - :mod:`lintf.store`, :mod:`lintf.experiments`: cached, tidy results of every experiment.
+- :mod:`lintf.plan`, :mod:`lintf.pack`: the declared plan of the book's experiments, computed with
+  ``python -m lintf compute`` (in-process or on a Dask cluster) and carried as a checked tar.
 - :mod:`lintf.stats`: the one decision rule (an exact sign-flip test over seeds) and the
   statistics the claims reduce their data to.
 - :mod:`lintf.summaries`: final losses, grid choices, noise tails, the condition-number table.

@@ -58,17 +58,11 @@ HYPOTHESIS_CHAPTER = "ablation"
 (:data:`lintf.claims.HYPOTHESES`)."""
 
 
-def builder(kind: str, setting: str) -> str:
-    """The chapter whose build computes experiment ``kind`` of ``setting``."""
-    if setting.startswith("depth"):
-        return "depth"
-    if setting == "nonlinear":
-        return "nonlinear"
-    if setting in TAILS or kind == "noise":
-        return "heavy_tails"
-    if kind == "conditioning":
-        return "conditioning"
-    return "adaptive_vs_sgd"
+def builder(kind: str, setting: str, scale=None) -> str:
+    """The chapter whose build computes experiment ``kind`` of ``setting`` (the first of
+    :func:`lintf.plan.plan` that reads it)."""
+    from .plan import chapter_of
+    return chapter_of(kind, setting, scale)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,14 +94,25 @@ class Context:
 
 
 def _concat(frames):
+    """The frames, one below the other; their provenance (``attrs["provenance"]``, a list of
+    :func:`lintf.store.provenance` records) merged, each record once."""
     frames = [f for f in frames if f is not None and len(f)] or [f for f in frames if f is not None]
-    return pd.concat(frames, ignore_index=True) if frames else None
+    if not frames:
+        return None
+    records = []
+    for f in frames:
+        for r in f.attrs.get("provenance", []):
+            if r not in records:
+                records.append(r)
+    out = pd.concat(frames, ignore_index=True)
+    out.attrs["provenance"] = records
+    return out
 
 
 def training(ctx: Context, settings, lrs="default", steps=None) -> dict:
     """The runs of ``settings`` (:func:`lintf.experiments.training` at ``lrs``, the context's
     seeds, ``steps`` or the context's horizon), as one ``history`` and one ``runs`` frame."""
-    got = [E.training(s, ctx.scale.name, lrs=lrs, seeds=ctx.seeds, steps=steps or ctx.steps, **ctx.kw())
+    got = [E.training(s, ctx.scale, lrs=lrs, seeds=ctx.seeds, steps=steps or ctx.steps, **ctx.kw())
            for s in ([settings] if isinstance(settings, str) else settings)]
     return {"history": _concat([g.frames["history"] for g in got]),
             "runs": _concat([g.frames["runs"] for g in got])}
@@ -116,26 +121,26 @@ def training(ctx: Context, settings, lrs="default", steps=None) -> dict:
 def noise(ctx: Context, settings, seeds=None) -> dict:
     """The gradient noise at initialisation of ``settings`` (:func:`lintf.experiments.noise_at_seeds`
     at ``seeds``, None: the scale's), as one ``noise`` and one ``spectrum`` frame."""
-    got = [E.noise_at_seeds(s, ctx.scale.name, seeds=seeds, **ctx.kw()) for s in settings]
+    got = [E.noise_at_seeds(s, ctx.scale, seeds=seeds, **ctx.kw()) for s in settings]
     return {k: _concat([g[k] for g in got]) for k in ("noise", "spectrum")}
 
 
 def sweeps(ctx: Context, settings, points: int | None = None, steps: int | None = None) -> pd.DataFrame:
     """The learning-rate grids of ``settings`` (:func:`lintf.experiments.lr_sweep`), one frame."""
-    return _concat([E.lr_sweep(s, ctx.scale.name, points=points, steps=steps, **ctx.kw()).frames["sweep"]
+    return _concat([E.lr_sweep(s, ctx.scale, points=points, steps=steps, **ctx.kw()).frames["sweep"]
                     for s in settings])
 
 
 def batch_curves(ctx: Context, settings) -> pd.DataFrame:
     """``R_med`` against the evaluation batch's size (:func:`lintf.experiments.batch_size_curve`)
     of ``settings``, one frame."""
-    return _concat([E.batch_size_curve(s, ctx.scale.name, **ctx.kw()).frames["curve"] for s in settings])
+    return _concat([E.batch_size_curve(s, ctx.scale, **ctx.kw()).frames["curve"] for s in settings])
 
 
 def conditioning(ctx: Context, settings, eval_batch: str = "authors", lrs="default") -> pd.DataFrame:
     """``R_med`` at the training checkpoints of ``settings`` (:func:`lintf.experiments.conditioning`
     on ``eval_batch``), one frame; a model the scale gives no Hessian adds no row."""
-    got = [E.conditioning(s, ctx.scale.name, eval_batch=eval_batch, lrs=lrs, seeds=ctx.seeds, steps=ctx.steps,
+    got = [E.conditioning(s, ctx.scale, eval_batch=eval_batch, lrs=lrs, seeds=ctx.seeds, steps=ctx.steps,
                           **ctx.kw()).frames["conditioning"] for s in settings]
     return _concat(got)
 
@@ -143,8 +148,7 @@ def conditioning(ctx: Context, settings, eval_batch: str = "authors", lrs="defau
 def variant_lrs(scale: Scale, setting: str) -> str:
     """The ``lrs`` a model variant of the adaptive-vs-SGD chapter trains at: its own grid's
     best, except the figure-only variants where the scale says ``figure_lrs="default"``."""
-    from .settings import FIGURE_ONLY
-    return "default" if setting in FIGURE_ONLY and scale.figure_lrs == "default" else "grid"
+    return "default" if get_setting(setting).role == "figure" and scale.figure_lrs == "default" else "grid"
 
 
 def _iterations(s, name):
@@ -196,15 +200,28 @@ def scale_table(current: str | None = None) -> pd.DataFrame:
 
 
 def tail_table(noise: pd.DataFrame, spectrum: pd.DataFrame | None = None) -> pd.DataFrame:
-    """:func:`lintf.summaries.noise_tail_table` for display: one row per setting, its title, the
+    """:func:`lintf.summaries.noise_tail_table` for display: one row per setting (settings with
+    the same model and prompts under two names: one row, titled with both), its title, the
     initialisations and samples, excess kurtosis measured and under the Gaussian null of the
-    same covariance with the decision rule's bounds of the difference, and the Hill index."""
+    same covariance, their difference ("excess over the null") with the decision rule's
+    bounds, and the Hill index."""
     table = summaries.noise_tail_table(noise, spectrum)
-    table.insert(1, "title", table["setting"].map(lambda s: get_setting(s).title))
+    # a setting that is another's model and prompts under a second name (Setting 3 and the gamma
+    # covariates of Sec. 4.1) measures the same noise: one row, under both names
+    from .settings import SETTINGS
+    same = {}
+    for name in sorted(table["setting"], key=list(SETTINGS).index):   # Setting 3 before gamma
+        s = get_setting(name)
+        same.setdefault((s.model, repr(s.prompts)), []).append(name)
+    keep = [names[0] for names in same.values()]
+    titles = {names[0]: "; also ".join(get_setting(n).title for n in names) for names in same.values()}
+    table = table[table["setting"].isin(keep)].reset_index(drop=True)
+    table.insert(1, "title", table["setting"].map(titles))
     return table.drop(columns="setting").rename(columns={
         "n_seeds": "initialisations", "n_samples": "samples", "kurtosis": "excess kurtosis",
-        "null_kurtosis": "Gaussian null", "kurtosis_excess": "kurtosis excess", "low": "excess: low",
-        "high": "excess: high", "hill": "Hill α", "null_hill": "Hill α, null", "hill_deficit": "Hill deficit"})
+        "null_kurtosis": "excess kurtosis, Gaussian null", "kurtosis_excess": "excess over the null",
+        "low": "excess over the null: low", "high": "excess over the null: high", "hill": "Hill α",
+        "null_hill": "Hill α, null", "hill_deficit": "Hill deficit"})
 
 
 def ablation_tables(data: dict) -> dict:
@@ -249,21 +266,24 @@ def rate_table(best: pd.DataFrame) -> pd.DataFrame:
 
 def stable_table(searches: dict, with_hessians=()) -> pd.DataFrame:
     """The depth chapter's rates: per setting of ``searches`` (``{setting:
-    lintf.experiments.stable_search(...)}``) and optimizer, Table 2's rate and how many seeds
-    diverged there, the rates tried, the rate used and its divergences, the model's size and
-    whether the scale computes its exact Hessians (``with_hessians``)."""
+    lintf.experiments.stable_search(...)}``) and optimizer, Table 2's rate and how many search
+    seeds diverged there, the rates tried on the search seeds, the rate used and how many tested
+    seeds diverged at it, the precision, the model's size and whether the scale computes its
+    exact Hessians (``with_hessians``)."""
     from .plots import LABELS
     rows = []
     for s, (rates, tries) in searches.items():
         st = get_setting(s)
         for opt in ("sgdm", "adam"):
             t = tries[tries.optimizer == opt]
-            first, last = t.iloc[0], t.iloc[-1]
+            search, tested = t[t.seeds == "search"], t[t.seeds == "tested"]
+            first, last = search.iloc[0], tested.iloc[-1]
             rows.append({"L": st.model.L, "optimizer": LABELS[opt], "Table 2 rate": f"{st.paper_lrs[opt]:g}",
-                         "diverged at Table 2's rate": f"{int(first.diverged)} of {int(first.runs)}",
-                         "rates tried": ", ".join(f"{v:g}" for v in t.lr), "rate used": f"{rates[opt]:g}",
-                         "diverged at the rate used": f"{int(last.diverged)} of {int(last.runs)}",
-                         "parameters": st.model.num_params, "exact Hessians": "yes" if s in with_hessians else "no"})
+                         "search: diverged at Table 2's rate": f"{int(first.diverged)} of {int(first.runs)}",
+                         "search: rates tried": ", ".join(f"{v:g}" for v in search.lr), "rate used": f"{rates[opt]:g}",
+                         "tested: diverged at the rate used": f"{int(last.diverged)} of {int(last.runs)}",
+                         "precision": st.precision, "parameters": st.model.num_params,
+                         "exact Hessians": "yes" if s in with_hessians else "no"})
     return pd.DataFrame(rows)
 
 
@@ -285,7 +305,7 @@ def claim8_sweep(ctx: Context) -> dict:
 def claim8_rates(ctx: Context, setting: str) -> dict:
     """Claim 8's rate of ``setting``: the best of :func:`claim8_sweep`'s grid."""
     grid = claim8_sweep(ctx)
-    return E.learning_rates(setting, ctx.scale.name, lrs="grid", points=grid["points"], sweep_steps=grid["steps"],
+    return E.learning_rates(setting, ctx.scale, lrs="grid", points=grid["points"], sweep_steps=grid["steps"],
                             **ctx.kw())
 
 
@@ -302,14 +322,14 @@ def inputs(claim: int, ctx: Context) -> dict:
     if claim == 2:
         return noise(ctx, NOISE)
     if claim == 3:
-        table = [E.table_conditioning(s, sc.name, eval_batch=ctx.protocol, **ctx.kw()).frames["conditioning"]
+        table = [E.table_conditioning(s, sc, eval_batch=ctx.protocol, **ctx.kw()).frames["conditioning"]
                  for s in BASE]
-        table_runs = [E.table_training(s, sc.name, **ctx.kw()).frames["runs"] for s in BASE]
-        others = [s for s in TAILS + DEPTHS if s not in BASE and s != "gamma"]
-        lrs = {s: ("stable" if s.startswith("depth") else "default") for s in others}
-        rest = [E.conditioning(s, sc.name, eval_batch=ctx.protocol, at="table", lrs=lrs[s], seeds=ctx.seeds,
+        table_runs = [E.table_training(s, sc, **ctx.kw()).frames["runs"] for s in BASE]
+        others = [s for s in TAILS + DEPTHS if s not in BASE and get_setting(s).role != "core"]
+        lrs = {s: ("stable" if get_setting(s).role == "depth" else "default") for s in others}
+        rest = [E.conditioning(s, sc, eval_batch=ctx.protocol, at="table", lrs=lrs[s], seeds=ctx.seeds,
                                steps=ctx.steps, **ctx.kw()).frames["conditioning"] for s in others]
-        rest_runs = [E.training(s, sc.name, lrs=lrs[s], seeds=ctx.seeds, steps=ctx.steps, **ctx.kw())
+        rest_runs = [E.training(s, sc, lrs=lrs[s], seeds=ctx.seeds, steps=ctx.steps, **ctx.kw())
                      .frames["runs"] for s in others]
         return {"conditioning": _concat(table + rest), "runs": _concat(table_runs + rest_runs)}
     if claim == 6:
@@ -318,7 +338,7 @@ def inputs(claim: int, ctx: Context) -> dict:
         return training(ctx, TAILS + ("setting1",))
     # claim 8: each attention at its own best rate, compared at the softmax horizon
     horizon = ctx.steps or sc.steps_for(get_setting("softmax"))
-    got = {s: E.training(s, sc.name, lrs=claim8_rates(ctx, s), seeds=ctx.seeds, steps=horizon, **ctx.kw())
+    got = {s: E.training(s, sc, lrs=claim8_rates(ctx, s), seeds=ctx.seeds, steps=horizon, **ctx.kw())
            for s in ("setting1", "softmax")}
     return {"history": _concat([g.frames["history"] for g in got.values()]),
             "runs": _concat([g.frames["runs"] for g in got.values()])}
@@ -332,9 +352,11 @@ def decide(claim: int, data: dict, ctx: Context) -> claims.Verdict:
     if claim == 2:
         return claims.claim2(data["noise"], data["spectrum"])
     if claim == 3:
-        # gamma covariates are Setting 3 (the same runs, stored once)
-        return claims.claim3(data["conditioning"], steps=scale.table_steps, eval_batch=ctx.protocol,
-                             tails={**claims.TAILS, "gamma": "setting3"}, runs=data["runs"])
+        # gamma covariates are Setting 3 (the same runs, stored once); the covariate and depth
+        # parts at the table's iterations their runs reach (design)
+        return claims.claim3(data["conditioning"], settings=BASE, steps=scale.table_steps, eval_batch=ctx.protocol,
+                             tails={**claims.TAILS, "gamma": "setting3"}, runs=data["runs"],
+                             compare_steps=compare_steps(scale, ctx.steps))
     if claim == 4:
         return claims.claim4(data["history"], settings=SMOOTH, runs=data["runs"])
     if claim == 5:
@@ -342,8 +364,75 @@ def decide(claim: int, data: dict, ctx: Context) -> claims.Verdict:
     if claim == 6:
         return claims.claim6(data["history"], runs=data["runs"])
     if claim == 7:
-        return claims.claim7(data["history"], runs=data["runs"])
+        # against gamma only (the paper's Fig 9): 3 parts, which 6 seeds can refute (design)
+        return claims.claim7(data["history"], gaussian=None, runs=data["runs"])
     return claims.claim8(data["history"], runs=data["runs"])
+
+
+def compare_steps(scale: Scale, steps: int | None = None) -> tuple:
+    """The table iterations at which claim 3 compares covariates and depths: those the sphere
+    and depth runs reach (``steps``, else the scale's horizon of each)."""
+    reach = min(steps or scale.steps_for(get_setting(s)) for s in TAILS + DEPTHS)
+    return tuple(t for t in scale.table_steps if t <= reach)
+
+
+def _common(scale: Scale, *names, table: bool = False) -> int:
+    seeds = set(scale.table_seeds) if table else None
+    for n in names:
+        got = set(scale.seeds_for(get_setting(n)))
+        seeds = got if seeds is None else seeds & got
+    return len(seeds)
+
+
+def design(claim: int, scale, steps: int | None = None) -> pd.DataFrame:
+    """The parts claim ``claim`` is decided on at ``scale`` and how many seeds each has, stated
+    before any run (from the scale and the claim's rule, not from results): one row per part,
+    columns ``part`` and ``seeds`` (paired parts: the seeds both sides share). Runs that diverge
+    or a chapter run with other ``seeds`` can only lower the counts.
+
+    The choices, made together so that every claim can come out each way (:func:`could_fail`):
+    claim 2 has 9 parts, so the noise is measured at 8 initialisations (``noise_seeds``); claim
+    3 has 9 parts at ``cpu`` (12 at ``paper``), so the covariate and depth runs have 8 seeds
+    (``comparison_seeds``) and only Settings 1-3 are parts of their own; claim 7 is decided
+    against gamma covariates only (3 parts), so 6 seeds suffice.
+    """
+    claim = check_int("claim", claim)
+    check_choice("claim", str(claim), [str(k) for k in CLAIM_CHAPTER])
+    sc = get_scale(scale) if isinstance(scale, str) else scale
+    n = lambda *names: _common(sc, *names)   # noqa: E731
+    rows = []
+    if claim in (1, 4, 5):
+        rows = [(s, n(s)) for s in BASE]
+    elif claim == 2:
+        k = len(sc.noise_seeds)
+        rows = [(f"heavy-tailed: {s}", k) for s in BASE]
+        rows += [(f"gamma > {o}", k) for o in ("sphere", "gaussian")]
+        rows += [(f"L={hi} > L={lo}", k) for hi in (6, 8) for lo in (2, 4)]
+    elif claim == 3:
+        for t in sc.table_steps:
+            rows += [(f"{s}, step {t}", len(sc.table_seeds)) for s in BASE]
+        for t in compare_steps(sc, steps):
+            rows += [(f"gamma > sphere, step {t}", _common(sc, "sphere", table=True)),
+                     (f"gamma > gaussian, step {t}", len(sc.table_seeds)),
+                     (f"grows with depth, step {t}", _common(sc, *DEPTHS, table=True))]
+    elif claim == 6:
+        k = n(*DEPTHS)
+        rows = [("gap widens with depth", k), ("sgdm loss falls with depth", k), ("adam loss falls with depth", k)]
+    elif claim == 7:
+        k = n("sphere", "gamma")
+        rows = [("sgdm lower loss on sphere", k), ("adam lower loss on sphere", k), ("gap not closed on sphere", k)]
+    elif claim == 8:
+        k = n("setting1", "softmax")
+        rows = [("sgdm: softmax vs linear", k), ("adam: softmax vs linear", k)]
+    return pd.DataFrame(rows, columns=["part", "seeds"])
+
+
+def could_fail(seeds: int, parts: int, level: float = 0.95) -> bool:
+    """Whether a claim of ``parts`` parts whose fewest-seeded part has ``seeds`` seeds can come out
+    "does not hold": Holm's step-down needs a p-value ``<= (1 - level) / parts``, and the
+    smallest a sign-flip test of ``seeds`` values reaches is ``2^-seeds``."""
+    seeds, parts = check_int("seeds", seeds, minimum=0), check_int("parts", parts)
+    return 0.5 ** seeds <= (1.0 - level) / parts + 1e-15
 
 
 def verdict(claim: int, ctx: Context) -> claims.Verdict:
@@ -375,7 +464,7 @@ def _read(keys, decide, chapters) -> tuple[dict, list[dict]]:
 def ablation_runs(ctx: Context, settings=claims.ABLATION_SETTINGS, optimizers=ALL_OPTIMIZERS, clip=True) -> dict:
     """The ablation's runs (:func:`lintf.experiments.ablation`, every optimizer at its own best
     rate) on ``settings``: frames ``history``, ``runs`` and ``best`` (the grids' best rates)."""
-    got = {s: E.ablation(s, ctx.scale.name, optimizers=optimizers, clip=clip, seeds=ctx.seeds, steps=ctx.steps,
+    got = {s: E.ablation(s, ctx.scale, optimizers=optimizers, clip=clip, seeds=ctx.seeds, steps=ctx.steps,
                          **ctx.kw())
            for s in settings}
     return {"history": _concat([r.frames["history"] for r, _ in got.values()]),
@@ -402,26 +491,48 @@ def beyond(ctx: Context, settings=claims.ABLATION_SETTINGS) -> tuple[dict, list[
                  HYPOTHESIS_CHAPTER)
 
 
-def card(verdicts: dict, texts: dict, chapters) -> pd.DataFrame:
-    """The scorecard's table: one row per claim (or hypothesis) of ``texts``, its verdict
-    (``"not computed"`` when missing from ``verdicts``), what it was decided on and the
-    chapter (``chapters``: one name, or a dict per key)."""
+def _each_way(k, v, scale) -> str:
+    """Whether the claim could come out each way: from :func:`design` for a claim of the paper
+    at ``scale``, else from the verdict's own parts."""
+    if isinstance(k, int) and scale is not None:
+        d = design(k, scale)
+        n, m = int(d["seeds"].min()), len(d)
+    elif v is not None and len(v.details["parts"]):
+        n, m = int(v.details["parts"]["n"].min()), len(v.details["parts"])
+    else:
+        return "-"
+    ok = could_fail(n, m)
+    return (f"{'yes' if ok else 'no'}: 2^-{n} {'<=' if ok else '>'} 5%/{m}" +
+            ("" if n >= 5 else "; cannot hold either"))
+
+
+def card(verdicts: dict, texts: dict, chapters, scale=None) -> pd.DataFrame:
+    """The scorecard's table: one row per claim (or hypothesis) of ``texts``: its verdict
+    (``"not computed"`` when missing from ``verdicts``), its parts and seeds, the parts left
+    untested, whether it could come out each way (``"yes: 2^-n <= 5%/k"``, with ``k`` parts and
+    ``n`` the fewest seeds of any part: from :func:`design` at ``scale`` for the paper's claims,
+    else from the parts decided) and the chapter (``chapters``: one name, or a dict per key)."""
     rows = []
     for k, text in texts.items():
         chapter = chapters[k] if isinstance(chapters, dict) else chapters
         v = verdicts.get(k)
         if v is None:
             rows.append({"claim": k, "statement": text, "verdict": "not computed",
-                         "decided on": f"build {chapter} first", "chapter": chapter})
+                         "parts, seeds": f"build {chapter} first", "untested": "",
+                         "could come out each way": _each_way(k, None, scale), "chapter": chapter})
             continue
         t = v.details["parts"]
+        tested = t[t["verdict"] != "untested"]
         rows.append({"claim": k, "statement": text, "verdict": v.verdict,
-                     "decided on": f"{len(t)} part(s), {int(t['n'].min())}-{int(t['n'].max())} seeds each"
-                     if len(t) else "no testable part", "chapter": chapter})
-    return pd.DataFrame(rows, columns=["claim", "statement", "verdict", "decided on", "chapter"])
+                     "parts, seeds": f"{len(t)} part(s); seeds {int(tested['n'].min())}-{int(tested['n'].max())}"
+                     if len(tested) else f"{len(t)} part(s), none tested",
+                     "untested": "; ".join(f"{r.part} ({r.extra})" for r in t[t["verdict"] == "untested"].itertuples()),
+                     "could come out each way": _each_way(k, v, scale), "chapter": chapter})
+    return pd.DataFrame(rows, columns=["claim", "statement", "verdict", "parts, seeds", "untested",
+                                       "could come out each way", "chapter"])
 
 
-def styled_card(verdicts: dict, texts: dict, chapters, key_name: str = "claim"):
+def styled_card(verdicts: dict, texts: dict, chapters, key_name: str = "claim", scale=None):
     """:func:`card` as a pandas Styler: the verdict column as a coloured badge (the colours of
     :data:`lintf.claims.VERDICT_COLORS`, grey for "not computed"), the statement column
     wrapped; the key column named ``key_name``."""
@@ -430,35 +541,39 @@ def styled_card(verdicts: dict, texts: dict, chapters, key_name: str = "claim"):
     def badge(v):
         return f"color: white; background-color: {colours[v]}; font-weight: bold" if v in colours else ""
 
-    table = card(verdicts, texts, chapters).rename(columns={"claim": key_name})
+    table = card(verdicts, texts, chapters, scale).rename(columns={"claim": key_name})
     return (table.style.map(badge, subset=["verdict"])
-            .set_properties(subset=["statement"], **{"max-width": "22em"}))
+            .set_properties(subset=["statement", "untested"], **{"max-width": "22em"}))
 
 
-def parts(verdicts: dict) -> pd.DataFrame:
+def parts(verdicts: dict, untested: bool = False) -> pd.DataFrame:
     """Every part of every verdict, one frame with a ``claim`` column (the forest plot's input,
-    :func:`lintf.plots.forest`)."""
+    :func:`lintf.plots.forest`); the untested parts, which have no statistic to draw, only with
+    ``untested=True`` (the card lists them)."""
     frames = [v.details["parts"].assign(claim=k) for k, v in verdicts.items()]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["claim", "part", "statistic", "low", "high", "threshold", "side", "verdict"])
+    return out if untested else out[out["verdict"] != "untested"].reset_index(drop=True)
 
 
 def counts(verdicts: dict, missing: list[dict]) -> dict:
     """How many verdicts hold, do not hold, are inconclusive, and how many keys were not
-    computed: ``{"holds": n, "does not hold": n, "inconclusive": n, "not computed": n}``."""
+    computed: ``{"holds": n, "does not hold": n, "inconclusive": n, "not computed": n}``
+    (:func:`lintf.claims.count_words` says it in English)."""
     out = {v: sum(x.verdict == v for x in verdicts.values()) for v in claims.VERDICTS}
     return {**out, "not computed": len(missing)}
 
 
 def evidence_html(verdicts: dict, missing: list[dict]) -> str:
-    """Each verdict's evidence, one line per part, folded in a ``<details>`` block (and the
-    missing ones with their reason), as HTML."""
+    """Each verdict's headline and finding in words, its evidence (one line per part) folded in a
+    ``<details>`` block, and the missing ones with their reason, as HTML."""
     import html
     blocks = []
     for v in verdicts.values():
         lines = "".join(f"<li>{html.escape(line)}</li>" for line in v.evidence.splitlines() if line)
         blocks.append(f"<details><summary><b>{html.escape(v.label)}: {html.escape(v.verdict)}</b> "
-                      f"({html.escape(v.text)})</summary><ul>{lines}</ul></details>")
+                      f"({html.escape(v.text)})</summary><p>{html.escape(v.headline)}. "
+                      f"{html.escape(v.sentence)}</p><ul>{lines}</ul></details>")
     for m in missing:
         label = f"{'Hypothesis' if isinstance(m['claim'], str) else 'Claim'} {m['claim']}"
         blocks.append(f"<details><summary><b>{label}: not computed</b></summary><p>"
@@ -498,9 +613,9 @@ def condition_tables(ctx: Context, settings=BASE, method: str = "diag") -> dict:
     """
     check_choice("method", method, ("eig", "diag"))
     sc = ctx.scale
-    frames = {pr: _concat([E.table_conditioning(s, sc.name, eval_batch=pr, **ctx.kw()).frames["conditioning"]
+    frames = {pr: _concat([E.table_conditioning(s, sc, eval_batch=pr, **ctx.kw()).frames["conditioning"]
                            for s in settings]) for pr in TABLE_PROTOCOLS}
-    runs = _concat([E.table_training(s, sc.name, **ctx.kw()).frames["runs"] for s in settings])
+    runs = _concat([E.table_training(s, sc, **ctx.kw()).frames["runs"] for s in settings])
     stats_ = {pr: summaries.condition_ratio_table(f, steps=sc.table_steps, method=method, eval_batch=pr,
                                                paper=PAPER_CONDITION_RATIOS, runs=runs).set_index(["setting", "step"])
               for pr, f in frames.items()}

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from .checks import check_choice, check_int, check_seeds
 from .engine import resolve_device
 from .stats import VERDICTS
+from .store import provenance_sentence
 from .settings import SETTINGS, Scale, default_scale, get_scale, get_setting
 
 
@@ -39,14 +40,21 @@ class Parameters:
         return self.seeds if self.seeds is not None else self.scale.seeds
 
 
-def parameters(*, scale=None, device="auto", seeds=None, steps=None, settings=(), allowed=None) -> Parameters:
+def parameters(*, scale=None, device="auto", seeds=None, steps=None, settings=(), allowed=None,
+               chapter: str | None = None, namespace: dict | None = None) -> Parameters:
     """Check a chapter's papermill parameters; ``ValueError``/``TypeError`` naming the bad one.
 
     scale : ``"ci"``, ``"cpu"`` or ``"paper"`` (None: :func:`lintf.settings.default_scale`).
     device : ``"auto"``, ``"cpu"``, ``"cuda"``. seeds : None or distinct integers >= 0.
     steps : None (the scale's) or an integer >= 1. settings : names among ``allowed``
         (default: every known setting).
+    chapter, namespace : a chapter's setup cell passes its name and ``globals()``: a name
+        papermill injected that the chapter's ``parameters`` cell does not declare (a typo
+        such as ``-p lr paper``) then stops the chapter (:func:`check_injected`), and a page
+        at scale ``ci`` says that it is a smoke test (:func:`banner`).
     """
+    if chapter is not None:
+        check_injected(chapter, namespace)
     scale = get_scale(default_scale() if scale is None else scale)
     resolve_device(device)
     seeds = None if seeds is None else check_seeds("seeds", seeds)
@@ -61,23 +69,142 @@ def parameters(*, scale=None, device="auto", seeds=None, steps=None, settings=()
         too_late = [s for s in scale.table_steps if s >= steps]
         if too_late:
             warnings.warn(f"steps={steps} ends before the table's iterations {too_late}", stacklevel=2)
-    return Parameters(scale=scale, device=str(device), seeds=seeds, steps=steps, settings=settings)
+    p = Parameters(scale=scale, device=str(device), seeds=seeds, steps=steps, settings=settings)
+    if chapter is not None:
+        banner(p)
+    return p
+
+
+SMOKE_TEST = ("**Smoke test.** This page was computed at scale `ci`: {steps} iterations on batches of {batch} "
+              "prompts, enough to check that every cell runs, not to decide anything about the paper. Its "
+              "figures, numbers and verdicts are not findings; scales `cpu` and `paper` compute those.")
+
+
+def banner(p: Parameters) -> None:
+    """Display, at scale ``ci`` only, the note that the page is a smoke test (:data:`SMOKE_TEST`)."""
+    if p.scale.name == "ci":
+        from IPython.display import Markdown, display
+        display(Markdown(SMOKE_TEST.format(steps=p.scale.steps, batch=p.scale.batch_size)))
+
+
+# Names IPython itself puts in a kernel's namespace that are not callables or modules.
+_IPYTHON_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython"})
+# The types papermill's Python translator injects (-p, -y, -r, -f).
+_INJECTABLE = (str, int, float, bool, type(None), list, dict)
+
+
+def chapter_notebook(chapter: str):
+    """The notebook of ``chapter`` (a name such as ``"intro"``): ``<cwd>/<chapter>.ipynb``
+    (papermill ``--cwd book``, the book build), else ``<cwd>/book/``, else the repository's
+    ``book/``; None when none exists (``lintf`` installed without its book)."""
+    from pathlib import Path
+
+    if not isinstance(chapter, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", chapter):
+        raise ValueError(f"chapter must be a chapter's name such as 'intro', got {chapter!r}")
+    for folder in (Path.cwd(), Path.cwd() / "book", Path(__file__).resolve().parents[1] / "book"):
+        if (folder / f"{chapter}.ipynb").is_file():
+            return folder / f"{chapter}.ipynb"
+    return None
+
+
+def declared_parameters(chapter: str) -> list[str]:
+    """The names the chapter's ``parameters`` cell declares, as papermill reads them
+    (``papermill.inspect_notebook``, which ``papermill --help-notebook`` prints; without
+    papermill, the names the cell assigns); ``[]`` when the notebook is not found."""
+    import ast
+    import json
+
+    path = chapter_notebook(chapter)
+    if path is None:
+        return []
+    try:
+        import papermill
+    except ImportError:                  # lintf alone: the book's requirements bring papermill
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        cell = next((c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+        body = ast.parse("".join(cell["source"])).body if cell else []
+        return [t.id for node in body if isinstance(node, ast.Assign) for t in node.targets
+                if isinstance(t, ast.Name)]
+    return list(papermill.inspect_notebook(str(path)))
+
+
+def _bound_names(path) -> set:
+    """Every name a code cell of the notebook at ``path`` assigns, imports or defines."""
+    import ast
+    import json
+
+    names = set()
+    for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        try:
+            tree = ast.parse("".join(cell["source"]))
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+            elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return names
+
+
+def check_injected(chapter: str, namespace: dict | None) -> None:
+    """``ValueError`` if ``namespace`` (the kernel's ``globals()``) holds a name papermill
+    could have injected (a str, number, bool, None, list or dict) that the chapter's
+    ``parameters`` cell does not declare, naming it and the chapter's parameters.
+
+    Ignored: IPython's own names, ``_``-names, modules, callables, values of other types, and
+    names some cell of the chapter assigns (so that re-running the setup cell by hand after
+    later cells is no error). Nothing is checked when the notebook is not found.
+    """
+    if not isinstance(namespace, dict):
+        raise TypeError(f"namespace must be the chapter's globals() (a dict), got {type(namespace).__name__}")
+    path = chapter_notebook(chapter)
+    if path is None:
+        return
+    declared = declared_parameters(chapter)
+    known = set(declared) | _bound_names(path) | _IPYTHON_NAMES
+    unknown = sorted(k for k, v in namespace.items()
+                     if not k.startswith("_") and k not in known and type(v) in _INJECTABLE)
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown} for chapter {chapter!r}: its parameters are "
+                         f"{declared} (papermill --help-notebook book/{chapter}.ipynb describes them)")
+
+
+BAND = "geometric mean over seeds, band from the lowest to the highest seed"
+"""What a curve figure does with the seeds (:func:`lintf.plots.loss_curves`, ``smoothness_curves``,
+``rmed_curves``): the default ``summary`` of :func:`caption`."""
 
 
 def caption(figure: str, settings, p: Parameters, *, what: str = "", steps: int | None = None,
-            summary: str | None = "mean and band over seeds") -> str:
+            summary: str | None = BAND, seeds=None, notes: bool = True, provenance=None) -> str:
     """A figure caption naming the paper's figure, the settings, the scale, the seeds and
     the parametrization (and what differs from the paper), as Markdown. ``summary`` says
-    what the figure does with the seeds (None: nothing to say beyond ``what``)."""
+    what the figure does with the seeds (None: nothing to say beyond ``what``). ``seeds``: the
+    seeds the figure shows when they are not the chapter's training seeds (e.g. the
+    condition-number table's). ``notes``: append the settings' notes on their learning rates
+    and clipping (:attr:`lintf.settings.Setting.note`); False for a figure that trains nothing
+    (noise at initialisation) or trains at other rates than the settings' defaults.
+    ``provenance``: the frame the figure plots (its ``attrs["provenance"]``) or those records
+    (:func:`lintf.store.provenance`): the caption ends with where its numbers come from
+    (:func:`lintf.store.provenance_sentence`)."""
     objs = [get_setting(s) for s in _names(settings)]
     params = sorted({s.model.parametrization for s in objs})
-    seeds = p.seeds if p.seeds is not None else p.scale.seeds_for(objs[0])
+    if seeds is None:
+        seeds = p.seeds if p.seeds is not None else p.scale.seeds_for(objs[0])
     horizon = f", {steps} iterations" if steps else ""
     summary = f" ({summary})" if summary else ""
-    notes = " ".join(sorted({s.note for s in objs if s.note}))
-    return (f"**{figure}** {what} Settings: {', '.join(s.title for s in objs)}. Scale `{p.scale.name}`"
+    notes = " ".join(sorted({s.note for s in objs if s.note})) if notes else ""
+    if provenance is not None and hasattr(provenance, "attrs"):
+        provenance = provenance.attrs.get("provenance")
+    source = provenance_sentence(provenance) if provenance else ""
+    text = (f"**{figure}** {what} Settings: {', '.join(s.title for s in objs)}. Scale `{p.scale.name}`"
             f"{horizon}, seeds {list(seeds)}{summary}, parametrization "
             f"`{'/'.join(params)}`. {notes}").strip()
+    return f"{text} {source}" if source else text
 
 
 def show(table, index: bool = False, formatter=None, digits: int = 4) -> None:
@@ -87,13 +214,23 @@ def show(table, index: bool = False, formatter=None, digits: int = 4) -> None:
     from IPython.display import display
 
     def fmt(v):
-        if isinstance(v, float):
-            return f"{v:.{digits}g}" if v == v else "—"
-        return v
+        return number(v, digits) if isinstance(v, float) else v
 
     styler = getattr(table, "style", table).set_table_attributes('class="dataframe table"')
     styler = styler.format(formatter or fmt)
     display(styler if index else styler.hide(axis="index"))
+
+
+def number(v: float, digits: int = 4) -> str:
+    """``v`` as :func:`show` writes it: ``digits`` significant digits (as the prose's
+    ``{glue:text}`key:.4g``` for the default 4), "—" for NaN, and a number with more integer
+    digits than ``digits`` (below a million) whole rather than in exponent form (``1028``, not
+    ``1.03e+03``)."""
+    if v != v:
+        return "—"
+    if 10 ** digits <= abs(v) < 1e6:
+        return f"{v:.0f}"
+    return f"{v:.{digits}g}"
 
 
 def rerun(chapter: str, example: str = "-p scale cpu") -> str:
@@ -133,9 +270,12 @@ def choices(name: str, values, allowed) -> list:
 
 
 def figure(plot, frame, settings, p: Parameters, label: str, what: str = "", *, titles=None,
-           steps: int | None = None, summary: str | None = "mean and band over seeds", **kwargs) -> None:
+           steps: int | None = None, summary: str | None = BAND, seeds=None, notes: bool | None = None,
+           **kwargs) -> None:
     """Draw ``plot`` once per setting (:func:`lintf.plots.grid_of_settings`, ``kwargs`` passed
-    on), show the figure, then its :func:`caption`. ``titles`` overrides the settings' titles."""
+    on), show the figure, then its :func:`caption` (``seeds``, ``notes``: see there; ``notes``
+    None: False for :func:`lintf.plots.noise_histogram`, which trains nothing, else True).
+    ``titles`` overrides the settings' titles."""
     import matplotlib.pyplot as plt
     from IPython.display import Markdown, display
 
@@ -145,7 +285,11 @@ def figure(plot, frame, settings, p: Parameters, label: str, what: str = "", *, 
     titles = {**{s: get_setting(s).title for s in settings}, **(titles or {})}
     grid_of_settings(plot, frame, settings=settings, titles=titles, **kwargs)
     plt.show()
-    display(Markdown(caption(label, settings, p, what=what, steps=steps, summary=summary)))
+    if notes is None:
+        notes = getattr(plot, "__name__", "") != "noise_histogram"
+    records = [r for r in getattr(frame, "attrs", {}).get("provenance", []) if r.get("setting") in settings + [None]]
+    display(Markdown(caption(label, settings, p, what=what, steps=steps, summary=summary, seeds=seeds,
+                             notes=notes, provenance=records)))
 
 
 def horizon(p: Parameters, settings) -> int:
@@ -216,7 +360,11 @@ def glue_verdict(v, name: str | None = None) -> list[str]:
     ``name_parts_does_not_hold``, ``name_parts_inconclusive`` how many have each verdict. Per
     part, with ``part = name + "_" + key(part)``: ``part`` (statistic),
     ``part_low``, ``part_high`` (one-sided 95% bounds), ``part_n`` (seeds), ``part_verdict``,
-    and, for log ratios, ``part_exp`` (the factor e^statistic).
+    and, for log ratios, ``part_exp`` (the factor e^statistic); ``part_verdict`` can also be
+    ``untested``. In words: ``name_headline`` (the verdict and its deciding part,
+    :attr:`lintf.claims.Verdict.headline`), ``name_part`` (the deciding part), ``name_sentence``
+    (what was found, :attr:`lintf.claims.Verdict.sentence`), ``name_counts`` (the parts' verdicts
+    in English, e.g. "1 holds, 1 does not hold and 1 is untested"), ``name_parts_untested``.
     """
     name = name or verdict_name(v)
     keys = {name: v.verdict, f"{name}_stat": float(v.statistic), f"{name}_low": float(v.interval[0]),
@@ -224,8 +372,12 @@ def glue_verdict(v, name: str | None = None) -> list[str]:
     parts = v.details.get("parts") if isinstance(v.details, dict) else None
     verdicts = [] if parts is None else list(parts["verdict"])
     keys[f"{name}_parts"] = len(verdicts)
-    for verdict in VERDICTS:
+    for verdict in (*VERDICTS, "untested"):
         keys[key(name, "parts", verdict)] = verdicts.count(verdict)
+    from .claims import count_words
+    keys.update({f"{name}_headline": getattr(v, "headline", v.verdict), f"{name}_part": getattr(v, "part", ""),
+                 f"{name}_sentence": getattr(v, "sentence", ""),
+                 f"{name}_counts": count_words({k: verdicts.count(k) for k in (*VERDICTS, "untested")})})
     for row in ([] if parts is None else parts.itertuples()):
         k = key(name, row.part)
         keys.update({k: float(row.statistic), f"{k}_low": float(row.low), f"{k}_high": float(row.high),

@@ -42,7 +42,10 @@ def check_choice(name: str, value, choices: Iterable[str]) -> str:
 
 def check_seeds(name: str, seeds) -> tuple[int, ...]:
     """Return ``seeds`` as a non-empty tuple of distinct non-negative integers."""
-    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Iterable):
+    if isinstance(seeds, (str, bytes)):
+        raise TypeError(f"{name} must be a non-empty sequence of integers >= 0, got the string {seeds!r} "
+                        f"(papermill's -p passes a string: write -y \"{name}: [0, 1, 2, 3, 4, 5]\")")
+    if not isinstance(seeds, Iterable):
         raise TypeError(f"{name} must be a non-empty sequence of integers >= 0, got {seeds!r}")
     out = tuple(check_int(f"{name}[{i}]", s, minimum=0) for i, s in enumerate(seeds))
     if not out:

@@ -11,19 +11,31 @@ verdict goes through one decision rule, :mod:`lintf.stats`:
   those numbers against the claimed side of a threshold: ``holds`` when the one-sided 95%
   lower bound ``low`` is above the threshold, ``does not hold`` when the upper bound
   ``high`` is below it, ``inconclusive`` otherwise. Each error is at most 5% under a null
-  symmetric about the threshold, whatever the distribution; with 4 seeds or fewer no part
-  can be decided (the smallest attainable p-value is ``1/2^n``);
+  symmetric about the threshold; with 4 seeds or fewer no part can be decided (the smallest
+  attainable p-value is ``1/2^n``) and the part is untested;
 * the claim is decided by :func:`lintf.stats.combine`: it holds when every part holds; it
   does not hold when a part's "does not hold" survives Holm's step-down over the parts
   (so with ``m`` parts a refutation needs a part with ``p <= 0.05 / m``: 6 seeds, whose
   smallest p-value is 1/64, can refute a claim of at most 3 parts); else inconclusive;
 * diverged runs (non-finite loss) are left out and counted in the evidence (claim 6 makes
-  the parts that need a diverged depth inconclusive instead); a part whose settings are
-  missing from the data is listed as untested, never guessed.
+  the parts that need a diverged depth untested instead); a part whose settings are missing
+  from the data, or that has fewer seeds than :func:`lintf.stats.min_seeds`, is **untested**
+  (never guessed, never shown as a decision): it enters :func:`lintf.stats.combine` as
+  ``None``, so its claim is at best inconclusive and the part's p-value 1 stays in Holm's
+  family;
+* each verdict says what was found: :attr:`Verdict.headline` names the deciding part with
+  its number, :attr:`Verdict.sentence` lists in words what each part showed.
+
+The guarantee rests on symmetry: each error is at most 5% when a part's per-seed numbers are
+symmetric about the threshold under the null (paired comparisons: exchangeable optimizers or
+settings), not for any distribution with its mean at the threshold; and the eight claims are
+eight separate decisions, with no control of the error across them (:mod:`lintf.stats`).
 
 Loss comparisons use the natural log of the *final loss* of a run: the mean of the last
-10% of its recorded ``eval_loss`` values (``loss`` when no ``eval_loss`` was recorded), so
-a difference of logs is the log of a ratio of losses.
+10% of its recorded ``seed_eval_loss`` values (the loss on the seed's own evaluation batch,
+:func:`lintf.engine.seed_eval_batch`; ``eval_loss``, the batch shared by every seed, for
+results without it; ``loss`` when neither was recorded), so a difference of logs is the log
+of a ratio of losses.
 
 Settings are named by strings that the experiments choose. The roles a claim needs
 (which setting has gamma covariates, which has ``L = 6`` ...) are arguments whose defaults
@@ -111,9 +123,66 @@ def _check_names(name: str, value) -> tuple[str, ...] | None:
     return out
 
 
+_NAMES = {"sgdm": "SGDM", "adam": "Adam"}
+
+
+def _title(setting: str) -> str:
+    """A setting's short name for sentences: "Setting 2" for ``setting2``, "L=6" for ``depth6``,
+    "spherical covariates" for ``sphere``, else the name."""
+    if setting.startswith("setting") and setting[7:].isdigit():
+        return f"Setting {setting[7:]}"
+    if setting.startswith("depth") and setting[5:].isdigit():
+        return f"L={setting[5:]}"
+    return {"sphere": "spherical covariates", "gamma": "gamma covariates"}.get(setting, setting)
+
+
+def _gap_words(light: str, ref: str, t: stats.Test) -> str:
+    """Claim 7's plain difference of the gaps, in words: the SGDM/Adam log gap on ``light``
+    minus the one on ``ref``, its bounds, and what its sign means."""
+    if not math.isfinite(t.estimate):
+        return ""
+    side = "smaller" if t.estimate < 0 else "larger"
+    closed = ("part of the gap closes on " + light) if t.high < 0 else (
+        "the gap is wider on " + light) if t.low > 0 else "no change of the gap is shown"
+    return (f"(the SGDM/Adam log gap on {light} is {_fmt(abs(t.estimate))} {side} than on {ref}, "
+            f"gap({light}) - gap({ref}) = {_fmt(t.estimate)} [{_fmt(t.low)}, {_fmt(t.high)}]: {closed})")
+
+
+def _loss_quantity(history: pd.DataFrame, quantity: str | None) -> str:
+    """The loss the claims compare: ``quantity`` if given, else ``seed_eval_loss`` (each seed's own
+    evaluation batch, independent of its training stream: the seeds stay independent units)
+    when recorded, else ``eval_loss`` (the batch shared by every seed, which the figures use)."""
+    if quantity is not None:
+        return quantity
+    return "seed_eval_loss" if (history["quantity"] == "seed_eval_loss").any() else "eval_loss"
+
+
 # -- verdicts --------------------------------------------------------------------------
 VERDICT_COLORS = {"holds": "#0173B2", "does not hold": "#D55E00", "inconclusive": "#7F7F7F"}
 """One colour per verdict, for every badge and figure of the book."""
+PART_VERDICTS = VERDICTS + ("untested",)
+"""What a part of a claim can be: decided (:data:`lintf.stats.VERDICTS`), or ``untested`` (no
+data, every run diverged, or fewer seeds than :func:`lintf.stats.min_seeds`). An untested part
+enters :func:`lintf.stats.combine` as ``None``: its claim can then at best be inconclusive."""
+_COUNT_WORDS = {"holds": ("holds", "hold"), "does not hold": ("does not hold", "do not hold"),
+                "inconclusive": ("is inconclusive", "are inconclusive"), "untested": ("is untested", "are untested"),
+                "not computed": ("is not computed", "are not computed")}
+
+
+def count_words(counts: Mapping[str, int]) -> str:
+    """Counts of verdicts in English: ``{"holds": 1, "does not hold": 1, "inconclusive": 1}`` ->
+    ``"1 holds, 1 does not hold and 1 is inconclusive"`` (zero counts left out; ``"none"`` if all
+    are zero). Keys: :data:`PART_VERDICTS` and ``"not computed"``."""
+    words = []
+    for k, n in counts.items():
+        if k not in _COUNT_WORDS:
+            raise ValueError(f"counts keys must be among {list(_COUNT_WORDS)}, got {k!r}")
+        n = check_int(f"counts[{k!r}]", n, minimum=0)
+        if n:
+            words.append(f"{n} {_COUNT_WORDS[k][n != 1]}")
+    if not words:
+        return "none"
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
 @dataclass(frozen=True)
@@ -121,14 +190,18 @@ class Verdict:
     """A claim decided from our numbers.
 
     statistic, interval : the estimate and ``(low, high)`` one-sided bounds of the
-        deciding part (when the claim holds, the part nearest its threshold; when it does
-        not hold, the first part whose "does not hold" survives Holm's step-down; else the
-        first part that does not hold).
+        deciding part, named by ``part`` (when the claim holds, the part nearest its
+        threshold; when it does not hold, the first part whose "does not hold" survives
+        Holm's step-down; else the first tested part that does not hold, or, when every
+        tested part holds, the first untested one, whose statistic is NaN).
     evidence : one line per part and per note, human readable.
-    details : ``{"parts": DataFrame (one row per part: part, statistic, low, high,
-        p_greater, p_less, threshold, side, n, verdict, what, extra), "data": DataFrame
-        (the per-seed numbers used), "untested": list of parts whose settings were
-        missing}``.
+    details : ``{"parts": DataFrame (one row per part, untested ones included: part,
+        statistic, low, high, p_greater, p_less, threshold, side, n, verdict (one of
+        :data:`PART_VERDICTS`), what, extra), "data": DataFrame (the per-seed numbers used),
+        "untested": list of the untested parts}``.
+    part : the deciding part's name; what : what its statistic is ("mean log(SGDM/Adam final
+        loss)"). sentence : what was found, in words (:attr:`headline` and :attr:`sentence`
+        are what the chapters and the scorecard print).
     """
 
     claim: int | str
@@ -138,6 +211,9 @@ class Verdict:
     interval: tuple[float, float]
     evidence: str
     details: Any = field(default_factory=dict, repr=False, compare=False)
+    part: str = ""
+    sentence: str = ""
+    what: str = ""
 
     def __post_init__(self):
         check_choice("verdict", self.verdict, VERDICTS)
@@ -146,6 +222,32 @@ class Verdict:
     def label(self) -> str:
         """"Claim 3" for the paper's claims, "Hypothesis A1" for the ablation's."""
         return f"{'Hypothesis' if isinstance(self.claim, str) else 'Claim'} {self.claim}"
+
+    @property
+    def deciding(self) -> str:
+        """The deciding part and its number: ``"setting2: mean log(SGDM/Adam final loss) 0.156,
+        one-sided 95% bounds [0.0512, inf]"`` (``"no part could be tested"`` without one)."""
+        if not self.part:
+            return "no part could be tested"
+        if math.isnan(self.statistic):
+            return f"{self.part}: untested"
+        what = f"{self.what} " if self.what else ""
+        return (f"{self.part}: {what}{_fmt(self.statistic)}, one-sided 95% bounds "
+                f"[{_fmt(self.interval[0])}, {_fmt(self.interval[1])}]")
+
+    @property
+    def headline(self) -> str:
+        """``"Claim 1 holds (deciding part setting2: ...)"``, ``"Claim 3 is inconclusive (...)"``:
+        the verdict in a sentence, with the part its number comes from."""
+        verb = "is inconclusive" if self.verdict == "inconclusive" else self.verdict
+        return f"{self.label} {verb} (deciding part {self.deciding})"
+
+    @property
+    def counts(self) -> dict:
+        """How many parts have each of :data:`PART_VERDICTS`."""
+        parts = self.details.get("parts") if isinstance(self.details, dict) else None
+        found = [] if parts is None else list(parts["verdict"])
+        return {k: found.count(k) for k in PART_VERDICTS}
 
     def to_row(self) -> dict:
         """One row of the scorecard table."""
@@ -156,17 +258,16 @@ class Verdict:
     def _repr_markdown_(self) -> str:
         lines = "\n".join(f"- {line}" for line in self.evidence.splitlines() if line)
         return (f"**{self.label}.** {self.text}\n\n**Verdict: {self.verdict}** "
-                f"(deciding statistic {_fmt(self.statistic)}, one-sided 95% bounds "
-                f"[{_fmt(self.interval[0])}, {_fmt(self.interval[1])}])\n\n{lines}\n")
+                f"(deciding part {self.deciding})\n\n{self.sentence}\n\n{lines}\n")
 
     def _repr_html_(self) -> str:
         items = "".join(f"<li>{html.escape(line)}</li>" for line in self.evidence.splitlines() if line)
         colour = VERDICT_COLORS[self.verdict]
         return (f"<div><p><b>{self.label}.</b> {html.escape(self.text)}</p>"
                 f"<p><span style='background:{colour};color:white;padding:1px 6px;border-radius:3px'>"
-                f"{html.escape(self.verdict)}</span> deciding statistic {_fmt(self.statistic)}, "
-                f"one-sided 95% bounds [{_fmt(self.interval[0])}, {_fmt(self.interval[1])}]</p>"
-                f"<ul>{items}</ul></div>")
+                f"{html.escape(self.verdict)}</span> deciding part {html.escape(self.deciding)}</p>"
+                f"<p>{html.escape(self.sentence)}</p>"
+                f"<details><summary>every part</summary><ul>{items}</ul></details></div>")
 
 
 def scorecard(verdicts: Iterable[Verdict]) -> pd.DataFrame:
@@ -186,35 +287,78 @@ _PART_COLUMNS = ["part", "statistic", "low", "high", "p_greater", "p_less", "thr
                  "verdict", "what", "extra"]
 
 
+def _says(name: str, says) -> tuple[str, str]:
+    """``(claimed, reverse)`` in words for a part; default: the part's name and "the reverse of
+    'name'"."""
+    if says is None:
+        return name, f"the reverse of '{name}'"
+    return tuple(says)
+
+
 def _part(name: str, values, level: float, threshold: float = 0.0, side: str = "greater",
-          what: str = "", extra: str = "") -> dict:
-    """One part decided by :func:`lintf.stats.test` on its per-seed ``values``."""
-    t = stats.test(np.asarray(values, dtype=float), side=side, level=level, threshold=threshold)
+          what: str = "", extra: str = "", says=None) -> dict:
+    """One part decided by :func:`lintf.stats.test` on its per-seed ``values``; untested
+    (:func:`_untested`) when there are fewer than :func:`lintf.stats.min_seeds` values, which
+    no outcome could decide. ``says``: (what the part claims, its reverse), in words."""
+    values = np.asarray(values, dtype=float)
+    need = stats.min_seeds(level)
+    if values.size < need:
+        return _untested(name, f"{values.size} seed(s), fewer than the {need} the rule needs to decide",
+                         threshold, side, what, says, n=values.size)
+    t = stats.test(values, side=side, level=level, threshold=threshold)
     return {"part": name, "statistic": t.estimate, "low": t.low, "high": t.high,
             "p_greater": t.p_greater, "p_less": t.p_less, "threshold": float(threshold), "side": side,
-            "n": t.n, "verdict": t.verdict, "what": what, "extra": extra, "_test": t}
+            "n": t.n, "verdict": t.verdict, "what": what, "extra": extra, "_test": t, "_says": _says(name, says)}
 
 
-def _blocked(name: str, reason: str, threshold: float = 0.0, side: str = "greater", what: str = "") -> dict:
-    """A part that the data cannot decide (e.g. a diverged depth): inconclusive, p = 1."""
-    return {"part": name, "statistic": math.nan, "low": -math.inf, "high": math.inf, "p_greater": 1.0,
-            "p_less": 1.0, "threshold": float(threshold), "side": side, "n": 0, "verdict": "inconclusive",
-            "what": what, "extra": reason, "_test": None}
+def _untested(name: str, reason: str, threshold: float = 0.0, side: str = "greater", what: str = "",
+              says=None, n: int = 0) -> dict:
+    """A part that could not be tested (no data, a diverged depth, too few seeds): verdict
+    ``untested``, no statistic; it enters :func:`lintf.stats.combine` as ``None``."""
+    return {"part": name, "statistic": math.nan, "low": math.nan, "high": math.nan, "p_greater": math.nan,
+            "p_less": math.nan, "threshold": float(threshold), "side": side, "n": int(n), "verdict": "untested",
+            "what": what, "extra": reason, "_test": None, "_says": _says(name, says)}
+
+
+def _blocked(name: str, reason: str, threshold: float = 0.0, side: str = "greater", what: str = "",
+             says=None) -> dict:
+    """A part that the data cannot decide (e.g. a diverged depth): untested."""
+    return _untested(name, reason, threshold, side, what, says)
 
 
 def _describe(p: dict) -> str:
     rel = ">" if p["side"] == "greater" else "<"
     if p["_test"] is None:
-        return f"{p['part']}: {p['extra']} (claimed {rel} {p['threshold']:g}) -> inconclusive"
+        return f"{p['part']}: untested: {p['extra']} (claimed {rel} {p['threshold']:g})"
     return (f"{p['part']}: {p['what'] + ' ' if p['what'] else ''}{_fmt(p['statistic'])} "
             f"[{_fmt(p['low'])}, {_fmt(p['high'])}]{' ' + p['extra'] if p['extra'] else ''} "
             f"(claimed {rel} {p['threshold']:g}, n={p['n']}, p-value for > {_fmt(p['p_greater'])}, "
             f"for < {_fmt(p['p_less'])}) -> {p['verdict']}")
 
 
+def _sentence(parts: list[dict], survive) -> str:
+    """What the parts found, in one sentence: shown, shown the other way, undecided, untested."""
+    groups = {"holds": [], "does not hold": [], "inconclusive": [], "untested": []}
+    for p, s in zip(parts, survive):
+        claimed, reverse = p["_says"]
+        if p["verdict"] == "does not hold":
+            groups["does not hold"].append(reverse + ("" if s else " (not after Holm's step-down)"))
+        elif p["verdict"] == "untested":
+            groups["untested"].append(f"{claimed} ({p['extra']})")
+        else:
+            groups[p["verdict"]].append(claimed)
+    lead = {"holds": "Shown", "does not hold": "Shown the other way", "inconclusive": "Left open by the seeds",
+            "untested": "Untested"}
+    out = [f"{lead[k]}: {'; '.join(v)}." for k, v in groups.items() if v]
+    return " ".join(out) if out else "No part of the claim could be tested on the data given."
+
+
 def _decide(claim: int, parts: list[dict], notes: list[str], data=None,
             untested: list[str] | None = None, level: float = 0.95) -> Verdict:
-    untested = list(untested or [])
+    """Combine the parts (untested ones, and the ``untested`` names, enter as ``None``)."""
+    named = {p["part"] for p in parts}
+    parts = list(parts) + [_untested(u, "no data") for u in (untested or []) if u not in named]
+    untested = [p["part"] for p in parts if p["_test"] is None]
     tests = [p["_test"] for p in parts]
     overall = stats.combine(tests, level=level)
     survive = stats.survives_holm(tests, level=level)
@@ -224,12 +368,12 @@ def _decide(claim: int, parts: list[dict], notes: list[str], data=None,
     if lone:
         lines.append(f"does not hold on its own but not after Holm's step-down over the {len(parts)} "
                      f"parts: {', '.join(lone)}")
-    lines += [f"untested (no data): {u}" for u in untested]
     lines += notes
+    stat, interval, part, what = math.nan, (math.nan, math.nan), "", ""
     if not parts:
         lines.insert(0, "no part of the claim could be tested on the data given")
-        stat, interval = math.nan, (math.nan, math.nan)
     else:
+        verdicts = table["verdict"].to_numpy()
         if overall == "holds":
             margin = np.where(table["side"] == "greater", table["low"] - table["threshold"],
                               table["threshold"] - table["high"])
@@ -237,16 +381,19 @@ def _decide(claim: int, parts: list[dict], notes: list[str], data=None,
         elif overall == "does not hold":
             i = int(np.flatnonzero(survive)[0])
         else:
-            i = int(np.flatnonzero(table["verdict"].to_numpy() != "holds")[0])
+            pick = np.flatnonzero((verdicts != "holds") & (verdicts != "untested"))
+            i = int(pick[0]) if pick.size else int(np.flatnonzero(verdicts == "untested")[0])
         row = table.iloc[i]
         stat, interval = float(row["statistic"]), (float(row["low"]), float(row["high"]))
+        part, what = str(row["part"]), str(row["what"])
     details = {"parts": table, "data": data if data is not None else pd.DataFrame(),
                "untested": untested}
-    return Verdict(claim, {**CLAIMS, **HYPOTHESES}[claim], overall, stat, interval, "\n".join(lines), details)
+    return Verdict(claim, {**CLAIMS, **HYPOTHESES}[claim], overall, stat, interval, "\n".join(lines), details,
+                   part=part, sentence=_sentence(parts, survive), what=what)
 
 
 # -- the claims --------------------------------------------------------------------------
-def claim1(history: pd.DataFrame, settings=None, quantity: str = "eval_loss", frac: float = 0.1,
+def claim1(history: pd.DataFrame, settings=None, quantity: str | None = None, frac: float = 0.1,
            lrs=None, runs=None, level: float = 0.95) -> Verdict:
     """Claim 1: Adam reaches a lower loss than SGDM in every setting.
 
@@ -257,7 +404,7 @@ def claim1(history: pd.DataFrame, settings=None, quantity: str = "eval_loss", fr
     settings : the settings to test (default: every one in ``history``).
     """
     level = _check_level(level)
-    final, notes = _final(history, quantity, frac, lrs, runs)
+    final, notes = _final(history, _loss_quantity(history, quantity), frac, lrs, runs)
     settings = _check_names("settings", settings)
     parts, untested, data = [], [], []
     for s in _present(final, settings):
@@ -267,7 +414,9 @@ def claim1(history: pd.DataFrame, settings=None, quantity: str = "eval_loss", fr
         if d.empty:
             untested.append(f"{s} (no paired SGDM/Adam runs)")
             continue
-        parts.append(_part(s, d.to_numpy(), level, what="mean log(SGDM/Adam final loss)"))
+        parts.append(_part(s, d.to_numpy(), level, what="mean log(SGDM/Adam final loss)",
+                           says=(f"Adam's final loss is below SGDM's in {_title(s)}",
+                                 f"SGDM's final loss is below Adam's in {_title(s)}")))
         data.append(pd.DataFrame({"setting": s, "seed": d.index, "log_gap": d.to_numpy()}))
     untested += [s for s in (settings or ()) if s not in set(final["setting"])]
     return _decide(1, parts, notes, _cat(data), untested, level)
@@ -320,7 +469,9 @@ def claim2(noise: pd.DataFrame, spectrum: pd.DataFrame, heavy=DEFAULT_SETTINGS, 
             untested.append(f"heavy tails in {s}")
             continue
         parts.append(_part(f"heavy-tailed: {s}", series(s).to_numpy(), level,
-                           what="excess kurtosis over the Gaussian null", extra=hill_note(series(s, "hill_deficit"))))
+                           what="excess kurtosis over the Gaussian null", extra=hill_note(series(s, "hill_deficit")),
+                           says=(f"the noise in {_title(s)} is heavier-tailed than Gaussian noise of its covariance",
+                                 f"the noise in {_title(s)} is lighter-tailed than Gaussian noise of its covariance")))
     pairs = [(f"gamma > {other}", tails.get("gamma"), tails.get(other)) for other in ("sphere", "gaussian")]
     pairs += [(f"L={hi} > L={lo}", depths.get(hi), depths.get(lo)) for hi in deep for lo in shallow]
     for name, a, b in pairs:
@@ -334,13 +485,15 @@ def claim2(noise: pd.DataFrame, spectrum: pd.DataFrame, heavy=DEFAULT_SETTINGS, 
             continue
         dh, _ = _paired(series(a, "hill_deficit"), series(b, "hill_deficit"), name)
         parts.append(_part(f"{name} ({a} vs {b})", d.to_numpy(), level,
-                           what="difference of excess kurtosis over the null", extra=hill_note(dh)))
+                           what="difference of excess kurtosis over the null", extra=hill_note(dh),
+                           says=(f"the noise is heavier-tailed in {_title(a)} than in {_title(b)}",
+                                 f"the noise is lighter-tailed in {_title(a)} than in {_title(b)}")))
     return _decide(2, parts, notes, per.reset_index(drop=True), untested, level)
 
 
 def claim3(conditioning: pd.DataFrame, settings=None, steps=(750, 1250), method: str = "diag",
            eval_batch: str = "large", tails: Mapping = TAILS, depths: Mapping = DEPTHS, lrs=None,
-           runs=None, level: float = 0.95) -> Verdict:
+           runs=None, level: float = 0.95, compare_steps=None) -> Verdict:
     """Claim 3: R_med(SGDM) > R_med(Adam) along training; the gap grows with heavier tails
     and with depth.
 
@@ -355,26 +508,35 @@ def claim3(conditioning: pd.DataFrame, settings=None, steps=(750, 1250), method:
         seed difference of ``r`` (paired by seed);
     (c) growth with depth over the ``depths`` present (at least 2): per seed least-squares
         slope of ``r`` against ``L`` (seeds present at every depth).
+    Empty ``tails`` or ``depths`` leave out parts (b) or (c) (one setting's check, e.g. the
+    nonlinear appendix). Parts (b) and (c) are taken at ``compare_steps`` (None: ``steps``), the steps the covariate
+    and depth runs reach (stated in advance from the scale, :func:`lintf.book.design`). A part
+    without data is untested and keeps the claim from holding.
     """
     level = _check_level(level)
     settings = _check_names("settings", settings)
     ratio, _, notes = _log_ratios(conditioning, steps, method, eval_batch, lrs, runs)
     parts, untested = [], []
     steps = sorted(set(int(s) for s in steps))
+    compare = steps if compare_steps is None else sorted(set(int(s) for s in compare_steps))
     have = set(ratio["setting"])
 
     def series(s, step):
         return ratio[(ratio["setting"] == s) & (ratio["step"] == step)].set_index("seed")["log_ratio"]
 
-    for step in steps:
-        for s in _present(ratio, settings):
+    for step in sorted(set(steps) | set(compare)):
+        for s in _present(ratio, settings) if step in steps else ():
             r = series(s, step)
             if r.empty:
                 untested.append(f"{s} at step {step}")
                 continue
             parts.append(_part(f"{s}, step {step}", r.to_numpy(), level, what="mean log R_med ratio",
-                               extra=f"(geometric-mean ratio {np.exp(r.mean()):.3g})"))
-        for other in ("sphere", "gaussian"):
+                               extra=f"(geometric-mean ratio {np.exp(r.mean()):.3g})",
+                               says=(f"SGDM's R_med exceeds Adam's in {_title(s)} at {step}",
+                                     f"Adam's R_med exceeds SGDM's in {_title(s)} at {step}")))
+        if step not in compare:
+            continue
+        for other in ("sphere", "gaussian") if tails else ():
             a, b = tails.get("gamma"), tails.get(other)
             ra = series(a, step) if a in have else pd.Series(dtype=float)
             rb = series(b, step) if b in have else pd.Series(dtype=float)
@@ -384,7 +546,11 @@ def claim3(conditioning: pd.DataFrame, settings=None, steps=(750, 1250), method:
                 continue
             notes += n2
             parts.append(_part(f"gamma > {other} ({a} vs {b}), step {step}", d.to_numpy(), level,
-                               what="difference of log ratio"))
+                               what="difference of log ratio",
+                               says=(f"the R_med gap is larger with gamma covariates than {other} ones at {step}",
+                                     f"the R_med gap is smaller with gamma covariates than {other} ones at {step}")))
+        if not depths:
+            continue
         Ls = [L for L in sorted(depths) if depths[L] in have and not series(depths[L], step).empty]
         if len(Ls) < 2:
             untested.append(f"growth with depth at step {step} (fewer than 2 depths)")
@@ -399,7 +565,9 @@ def claim3(conditioning: pd.DataFrame, settings=None, steps=(750, 1250), method:
             continue
         slopes = _slope(np.array(Ls, dtype=float), full.to_numpy())
         parts.append(_part(f"grows with depth L={Ls}, step {step}", slopes, level,
-                           what="slope of log ratio per layer"))
+                           what="slope of log ratio per layer",
+                           says=(f"the R_med gap grows with depth at {step}",
+                                 f"the R_med gap shrinks with depth at {step}")))
     untested += [s for s in (settings or ()) if s not in have]
     return _decide(3, parts, notes, ratio, untested, level)
 
@@ -411,7 +579,7 @@ def _log_smoothness(history: pd.DataFrame) -> tuple[pd.DataFrame, int, int]:
     return h[ok].assign(log_s=np.log(v[ok])), int((np.isfinite(v) & (v <= 0)).sum()), v.size
 
 
-def claim4(history: pd.DataFrame, settings=None, quantity: str = "eval_loss", frac: float = 0.1,
+def claim4(history: pd.DataFrame, settings=None, quantity: str | None = None, frac: float = 0.1,
            lrs=None, runs=None, level: float = 0.95) -> Verdict:
     """Claim 4: Adam's directional smoothness is lower than SGDM's.
 
@@ -423,7 +591,7 @@ def claim4(history: pd.DataFrame, settings=None, quantity: str = "eval_loss", fr
     """
     level = _check_level(level)
     settings = _check_names("settings", settings)
-    final, notes = _final(history, quantity, frac, lrs, runs)
+    final, notes = _final(history, _loss_quantity(history, quantity), frac, lrs, runs)
     sm, nonpos, total = _log_smoothness(history)
     if total and nonpos:
         notes.append(f"{nonpos} of {total} smoothness values <= 0 dropped (log undefined)")
@@ -441,7 +609,9 @@ def claim4(history: pd.DataFrame, settings=None, quantity: str = "eval_loss", fr
         if d.empty:
             untested.append(f"{s} (no paired seeds)")
             continue
-        parts.append(_part(s, d.to_numpy(), level, what="mean log(smoothness SGDM / Adam)"))
+        parts.append(_part(s, d.to_numpy(), level, what="mean log(smoothness SGDM / Adam)",
+                           says=(f"Adam's directional smoothness is below SGDM's in {_title(s)}",
+                                 f"SGDM's directional smoothness is below Adam's in {_title(s)}")))
         data.append(pd.DataFrame({"setting": s, "seed": d.index, "log_gap": d.to_numpy()}))
     untested += [s for s in (settings or ()) if s not in set(sm["setting"])]
     if sm.empty:
@@ -457,8 +627,8 @@ CLAIM5_MAX_STEP = 2000
 
 
 def claim5(history: pd.DataFrame, settings=None, optimizer: str = "adam", max_step: int | None = None,
-           quantity: str = "eval_loss", frac: float = 0.1, lrs=None, runs=None, window: int | None = None,
-           level: float = 0.95) -> Verdict:
+           quantity: str | None = None, frac: float = 0.1, lrs=None, runs=None, window: int | None = None,
+           level: float = 0.95, norm: str | None = None) -> Verdict:
     """Claim 5: smoothness grows with gradient norm (Fig 16).
 
     Per seed of ``optimizer`` (Adam, as the paper), over steps ``< max_step`` where both
@@ -470,6 +640,15 @@ def claim5(history: pd.DataFrame, settings=None, optimizer: str = "adam", max_st
     of the per-seed correlations > 0 holds; all settings (default: every one with
     smoothness records) are parts. Diverged runs are dropped. ``details["data"]`` also
     holds the plain Spearman correlation (``spearman_raw``).
+
+    norm : the gradient norm compared with the smoothness: ``"grad_norm_probe"`` (default
+        when recorded: the norm at the same point on an independent probe batch,
+        :func:`lintf.engine.probe_stream`) or ``"grad_norm"`` (the training minibatch's, the
+        batch the smoothness is measured on). On one batch the two co-fluctuate through the
+        batch alone (a batch with large residuals has both a large gradient and a large
+        curvature along the step), which is not the paper's link: with constant true curvature
+        they still correlate. The probe batch removes that shared noise; without it (older
+        results) the evidence says so.
     """
     check_choice("optimizer", optimizer, OPTIMIZERS)
     max_step = check_int("max_step", CLAIM5_MAX_STEP if max_step is None else max_step)
@@ -479,10 +658,17 @@ def claim5(history: pd.DataFrame, settings=None, optimizer: str = "adam", max_st
             raise ValueError(f"window must be an odd integer >= 3, got {window}")
     level = _check_level(level)
     settings = _check_names("settings", settings)
-    final, notes = _final(history, quantity, frac, lrs, runs)
+    final, notes = _final(history, _loss_quantity(history, quantity), frac, lrs, runs)
+    if norm is None:
+        norm = "grad_norm_probe" if (history["quantity"] == "grad_norm_probe").any() else "grad_norm"
+    check_choice("norm", norm, ("grad_norm_probe", "grad_norm"))
+    if norm == "grad_norm":
+        notes.append("gradient norm from the same minibatch as the smoothness (no probe batch recorded): "
+                     "the correlation includes the batch's own co-fluctuation")
     ok = final[~final["diverged"] & (final["optimizer"] == optimizer)].set_index(_RUN).index
     h = history[(history["optimizer"] == optimizer) & (history["step"] < max_step)
-                & history["quantity"].isin(["grad_norm", "smoothness"])]
+                & history["quantity"].isin([norm, "smoothness"])]
+    h = h.replace({"quantity": {norm: "grad_norm"}})
     h = h[h.set_index(_RUN).index.isin(ok)]
     wide = h.pivot_table(index=_RUN + ["step"], columns="quantity", values="value", aggfunc="first")
     parts, untested, data = [], [], []
@@ -511,13 +697,15 @@ def claim5(history: pd.DataFrame, settings=None, optimizer: str = "adam", max_st
             untested.append(f"{s} (too few usable steps per seed to detrend)")
             continue
         parts.append(_part(s, per["spearman"].to_numpy(), level, what="mean detrended Spearman correlation",
-                           extra=f"(plain Spearman {per['spearman_raw'].mean():.3g})"))
+                           extra=f"(plain Spearman {per['spearman_raw'].mean():.3g})",
+                           says=(f"smoothness rises with the gradient norm beyond their trends in {_title(s)}",
+                                 f"smoothness falls as the gradient norm rises in {_title(s)}")))
         data.append(per)
     untested += [s for s in (settings or ()) if s not in set(wide["setting"])]
     return _decide(5, parts, notes, _cat(data), untested, level)
 
 
-def claim6(history: pd.DataFrame, depths: Mapping = DEPTHS, quantity: str = "eval_loss",
+def claim6(history: pd.DataFrame, depths: Mapping = DEPTHS, quantity: str | None = None,
            frac: float = 0.1, lrs=None, runs=None, level: float = 0.95) -> Verdict:
     """Claim 6: the Adam-SGDM loss gap widens with depth, while both losses fall with depth.
 
@@ -532,7 +720,7 @@ def claim6(history: pd.DataFrame, depths: Mapping = DEPTHS, quantity: str = "eva
     inconclusive, with the count in the evidence: a diverged run is never averaged away.
     """
     level = _check_level(level)
-    final, notes = _final(history, quantity, frac, lrs, runs)
+    final, notes = _final(history, _loss_quantity(history, quantity), frac, lrs, runs)
     have = set(final["setting"])
     Ls = [L for L in sorted(depths) if depths[L] in have]
     parts, untested = [], []
@@ -553,10 +741,10 @@ def claim6(history: pd.DataFrame, depths: Mapping = DEPTHS, quantity: str = "eva
         bad = [f"{opt} at L={L}: {k}" for opt in opts for L, k in diverged[opt].items() if k]
         return f"diverged run(s) at the chosen rates ({'; '.join(bad)})" if bad else ""
 
-    def slope_part(name, frame, side, what, opts):
+    def slope_part(name, frame, side, what, opts, says):
         reason = blocked_by(opts)
         if reason:
-            parts.append(_blocked(name, reason, side=side, what=what))
+            parts.append(_blocked(name, reason, side=side, what=what, says=says))
             return None
         frame = frame.reindex(columns=Ls)
         full = frame.dropna()
@@ -567,20 +755,22 @@ def claim6(history: pd.DataFrame, depths: Mapping = DEPTHS, quantity: str = "eva
             untested.append(f"{name} (no seed at every depth)")
             return None
         slopes = _slope(x, full.to_numpy())
-        parts.append(_part(name, slopes, level, side=side, what=what))
+        parts.append(_part(name, slopes, level, side=side, what=what, says=says))
         return pd.DataFrame({"part": name, "seed": full.index, "slope": slopes})
 
     gap = logs["sgdm"].reindex(columns=Ls) - logs["adam"].reindex(columns=Ls)
     data = [slope_part(f"gap widens with depth L={Ls}", gap, "greater",
-                       "slope of log(SGDM/Adam) per layer", OPTIMIZERS)]
+                       "slope of log(SGDM/Adam) per layer", OPTIMIZERS,
+                       ("the SGDM/Adam loss gap widens with depth", "the SGDM/Adam loss gap narrows with depth"))]
     for opt in OPTIMIZERS:
         data.append(slope_part(f"{opt} loss falls with depth", logs[opt], "less",
-                               "slope of log final loss per layer", (opt,)))
+                               "slope of log final loss per layer", (opt,),
+                               (f"{_NAMES[opt]}'s final loss falls with depth", f"{_NAMES[opt]}'s final loss rises with depth")))
     return _decide(6, parts, notes, _cat([d for d in data if d is not None]), untested, level)
 
 
 def claim7(history: pd.DataFrame, light: str = TAILS["sphere"], reference: str = TAILS["gamma"],
-           gaussian: str | None = TAILS["gaussian"], quantity: str = "eval_loss", frac: float = 0.1,
+           gaussian: str | None = TAILS["gaussian"], quantity: str | None = None, frac: float = 0.1,
            lrs=None, runs=None, level: float = 0.95) -> Verdict:
     """Claim 7: light-tailed (sphere) covariates make both optimizers faster, without
     closing the relative gap.
@@ -602,7 +792,7 @@ def claim7(history: pd.DataFrame, light: str = TAILS["sphere"], reference: str =
     names = [s for s in (light, reference, gaussian) if s is not None]
     have0 = set(history["setting"]) if "setting" in history else set()
     history, horizon = _common_horizon(history, [s for s in names if s in have0])
-    final, notes = _final(history, quantity, frac, lrs, runs)
+    final, notes = _final(history, _loss_quantity(history, quantity), frac, lrs, runs)
     notes = horizon + notes
     have = set(final["setting"])
     parts, untested = [], []
@@ -618,7 +808,9 @@ def claim7(history: pd.DataFrame, light: str = TAILS["sphere"], reference: str =
             untested.append(f"{opt} faster on {light}")
             continue
         parts.append(_part(f"{opt} lower loss on {light} than {reference}", d.to_numpy(), level,
-                           what=f"mean log(loss {reference} / loss {light})"))
+                           what=f"mean log(loss {reference} / loss {light})",
+                           says=(f"{_NAMES[opt]} reaches a lower loss on {light} covariates than on {reference} ones",
+                                 f"{_NAMES[opt]} reaches a higher loss on {light} covariates than on {reference} ones")))
     gap_light, n2 = _paired_log(final, (light, "sgdm"), (light, "adam"))
     notes += n2
     for ref in (reference, gaussian):
@@ -638,14 +830,15 @@ def claim7(history: pd.DataFrame, light: str = TAILS["sphere"], reference: str =
         tp = stats.test(plain.to_numpy(), level=level)
         parts.append(_part(f"gap not closed on {light} vs {ref}", kept.to_numpy(), level,
                            what=f"mean gap({light}) - {GAP_KEPT:g} gap({ref})",
-                           extra=f"(gap({light}) - gap({ref}) = {_fmt(tp.estimate)} "
-                                 f"[{_fmt(tp.low)}, {_fmt(tp.high)}])"))
+                           extra=_gap_words(light, ref, tp),
+                           says=(f"at least half of the SGDM/Adam log-loss gap on {ref} remains on {light}",
+                                 f"less than half of the SGDM/Adam log-loss gap on {ref} remains on {light}")))
     data = final[final["setting"].isin(names)]
     return _decide(7, parts, notes, data, untested, level)
 
 
 def claim8(history: pd.DataFrame, linear: str = ATTENTION["linear"], softmax: str = ATTENTION["softmax"],
-           optimizers=OPTIMIZERS, quantity: str = "eval_loss", frac: float = 0.1, lrs=None, runs=None,
+           optimizers=OPTIMIZERS, quantity: str | None = None, frac: float = 0.1, lrs=None, runs=None,
            level: float = 0.95) -> Verdict:
     """Claim 8: linear attention trains faster than softmax attention on this task.
 
@@ -659,7 +852,7 @@ def claim8(history: pd.DataFrame, linear: str = ATTENTION["linear"], softmax: st
     level = _check_level(level)
     optimizers = tuple(check_choice("optimizers[i]", o, OPTIMIZERS) for o in optimizers)
     history, horizon = _common_horizon(history, (linear, softmax))
-    final, notes = _final(history, quantity, frac, lrs, runs)
+    final, notes = _final(history, _loss_quantity(history, quantity), frac, lrs, runs)
     notes = horizon + notes
     parts, untested, data = [], [], []
     for s in (linear, softmax):
@@ -678,7 +871,9 @@ def claim8(history: pd.DataFrame, linear: str = ATTENTION["linear"], softmax: st
         lr_note = ", ".join(f"{s} lr {final[(final['setting'] == s) & (final['optimizer'] == opt)]['lr'].iloc[0]:g}"
                             for s in (linear, softmax))
         parts.append(_part(f"{opt}: {softmax} vs {linear}", d.to_numpy(), level,
-                           what="mean log(softmax/linear final loss)", extra=f"({lr_note})"))
+                           what="mean log(softmax/linear final loss)", extra=f"({lr_note})",
+                           says=(f"with {_NAMES[opt]}, linear attention reaches a lower loss than softmax",
+                                 f"with {_NAMES[opt]}, softmax attention reaches a lower loss than linear")))
         data.append(pd.DataFrame({"optimizer": opt, "seed": d.index, "log_gap": d.to_numpy()}))
     return _decide(8, parts, notes, _cat(data), untested, level)
 
@@ -686,7 +881,7 @@ def claim8(history: pd.DataFrame, linear: str = ATTENTION["linear"], softmax: st
 # -- beyond the paper: the ablation --------------------------------------------------------
 def _ablation_logs(history, runs, frac):
     """Per (setting, seed) the log final loss of every optimizer (columns), diverged runs NaN."""
-    final = final_loss(history, "eval_loss", frac, runs)
+    final = final_loss(history, _loss_quantity(history, None), frac, runs)
     final = final.assign(log_loss=np.log(final["final_loss"].astype(float)))
     return final.pivot_table(index=["setting", "seed"], columns="optimizer", values="log_loss", aggfunc="first")
 
@@ -753,6 +948,15 @@ _HYPOTHESIS_PARTS = {
 }
 
 
+_HYPOTHESIS_SAYS = {
+    "A1": ("signum closes at least half of the SGDM-Adam log-loss gap",
+           "signum closes less than half of the SGDM-Adam log-loss gap"),
+    "A2": ("Adam with beta2 = 0.999 is no more than 10% better than with 0.9",
+           "Adam with beta2 = 0.999 is more than 10% better than with 0.9"),
+    "A3": ("normalised SGDM closes less of the gap than signum", "normalised SGDM closes more of the gap than signum"),
+}
+
+
 def hypothesis(key: str, history: pd.DataFrame, runs: pd.DataFrame | None = None, settings=ABLATION_SETTINGS,
                frac: float = 0.1, level: float = 0.95) -> Verdict:
     """Decide the ablation's hypothesis ``key`` (:data:`HYPOTHESES`) by the claims' rule.
@@ -786,7 +990,8 @@ def hypothesis(key: str, history: pd.DataFrame, runs: pd.DataFrame | None = None
             untested.append(f"{s} (every seed diverged)")
             continue
         v = value(w).to_numpy(dtype=float)
-        parts.append(_part(s, v, level, threshold=threshold, what=what))
+        parts.append(_part(s, v, level, threshold=threshold, what=what,
+                           says=tuple(f"{t} in {_title(s)}" for t in _HYPOTHESIS_SAYS[key])))
         data.append(pd.DataFrame({"setting": s, "seed": w.index, "value": v}))
     return _decide(key, parts, notes, _cat(data), untested, level)
 

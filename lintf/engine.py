@@ -12,10 +12,11 @@ run's numbers do not depend on which other runs share the program
 A run whose loss or gradient turns non-finite is marked diverged at that step and frozen;
 the others go on.
 
-Speed (``benchmarks/bench_engine.py``). The plain linear model (``attention="linear"``,
-``qk="joint"``, no front end; full or block parametrization) is differentiated by hand,
-directional smoothness included (:mod:`lintf.fast`); the other variants go through
-autograd. On the CPU: each op runs on one thread (:data:`CPU_THREADS`); the runs are cut
+Speed (``benchmarks/bench_engine.py``). Every model is differentiated by hand, directional
+smoothness included: the plain linear model (``attention="linear"``, ``qk="joint"``, no front
+end; full or block parametrization) by :mod:`lintf.fast`, the variants (softmax, separate
+``W_K, W_Q``, the MLP front end) by :mod:`lintf.fast_variants`; backend ``"autograd"`` sends
+them all through autograd instead. On the CPU: each op runs on one thread (:data:`CPU_THREADS`); the runs are cut
 into chunks of about :data:`CHUNK_RUNS` that :data:`WORKERS` threads take in turn; the next
 step's batch is drawn and summarised in a background thread while this step computes; and
 glibc is asked to keep freed memory (:func:`_keep_freed_memory`). None of this changes a
@@ -33,7 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import fast, optim
+from . import fast, fast_variants, optim
 from .checks import check_choice, check_int, check_positive, check_seeds
 from .data import Prompts
 from .model import Model
@@ -74,6 +75,39 @@ def resolve_device(device="auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} asks for CUDA, which is not available here; use 'auto' or 'cpu'")
     return dev
+
+
+CUBLAS_WORKSPACE = ":4096:8"
+"""``CUBLAS_WORKSPACE_CONFIG`` that makes cuBLAS deterministic (the CUDA documentation's value)."""
+
+
+def precision_flags(device="cpu", *, apply: bool = False) -> dict:
+    """The numerics flags that change float32 results on ``device`` (``"cpu"``, ``"cuda"``, a
+    ``torch.device``), as plain data for a result's manifest and, on CUDA, its key.
+
+    On the CPU: ``{}`` (nothing to set). On CUDA, with ``apply=True`` first sets them: no TF32
+    for float32 matmuls and convolutions (``torch.backends.cuda.matmul.allow_tf32``,
+    ``torch.backends.cudnn.allow_tf32``), deterministic algorithms where torch has them
+    (``torch.use_deterministic_algorithms(True, warn_only=True)``), ``cudnn.benchmark`` off and
+    ``CUBLAS_WORKSPACE_CONFIG`` = :data:`CUBLAS_WORKSPACE` (set before the first cuBLAS call).
+    Returns the flags in force: ``tf32_matmul``, ``tf32_cudnn``, ``deterministic``,
+    ``cudnn_benchmark``, ``cublas_workspace``, ``matmul_precision``."""
+    kind = device.type if isinstance(device, torch.device) else str(device).split(":")[0]
+    if kind != "cuda":
+        return {}
+    if apply:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = False
+        torch.set_float32_matmul_precision("highest")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return {"tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+            "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),
+            "deterministic": bool(torch.are_deterministic_algorithms_enabled()),
+            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+            "cublas_workspace": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+            "matmul_precision": torch.get_float32_matmul_precision()}
 
 
 class cpu_threads:
@@ -123,13 +157,49 @@ def seed_streams(seed: int) -> tuple[int, int]:
     return int(init >> np.uint64(1)), int(data >> np.uint64(1))
 
 
+def probe_stream(seed: int) -> int:
+    """A third 63-bit seed of a run seed, independent of both :func:`seed_streams`: the probe
+    batches on which the gradient norm is measured beside the directional smoothness
+    (``grad_norm_probe``), so that the two come from different batches."""
+    return int(np.random.SeedSequence(seed).generate_state(4, dtype=np.uint64)[2] >> np.uint64(1))
+
+
+def seed_eval_batch(prompts: Prompts, seeds, batch_size: int, *, device=None, dtype=torch.float32):
+    """Each seed's own evaluation batch, ``(S, B, d+1, n+1), (S, B)``: drawn (float32, on the CPU,
+    then cast) from a fourth stream of the seed, independent of its initialisation, its training
+    batches and its probe batches, so that the seeds' final losses are independent units
+    (``seed_eval_loss``; the shared batch of :func:`eval_batch` gives ``eval_loss``)."""
+    draws = []
+    for s in seeds:
+        gen = torch.Generator(device="cpu").manual_seed(
+            int(np.random.SeedSequence(s).generate_state(4, dtype=np.uint64)[3] >> np.uint64(1)))
+        draws.append(prompts.sample(batch_size, generator=gen, dtype=torch.float32))
+    return tuple(torch.stack([d[i] for d in draws]).to(device=device, dtype=dtype) for i in (0, 1))
+
+
+DTYPES = (torch.float32, torch.float64)
+"""The arithmetic a program trains in (:attr:`lintf.settings.Setting.precision`). Whatever the
+dtype, a run's random numbers (initialisation, batches, evaluation batch) are drawn in float32
+and then cast, so that a seed is the same run in either precision and only the arithmetic
+differs (:func:`lintf.experiments.precision_pair` compares the two)."""
+
+
+def check_dtype(dtype) -> torch.dtype:
+    """``dtype`` if it is one of :data:`DTYPES`, else a ``ValueError`` naming the accepted ones."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+    return dtype
+
+
 def initial_params(model: Model, seeds, *, device=None, dtype=torch.float32) -> dict:
-    """Initial parameters of each seed, stacked: tensors ``(S, *shape)``."""
+    """Initial parameters of each seed, stacked: tensors ``(S, *shape)``, drawn in float32 and
+    cast to ``dtype`` (:data:`DTYPES`)."""
+    dtype = check_dtype(dtype)
     per_seed = []
     for seed in seeds:
         gen = torch.Generator(device="cpu").manual_seed(seed_streams(seed)[0])
-        per_seed.append(model.init(gen, dtype=dtype))
-    return {k: torch.stack([p[k] for p in per_seed]).to(device) for k in per_seed[0]}
+        per_seed.append(model.init(gen, dtype=torch.float32))
+    return {k: torch.stack([p[k] for p in per_seed]).to(device=device, dtype=dtype) for k in per_seed[0]}
 
 
 def eval_batch(prompts: Prompts, batch_size: int = 1000, *, seed: int = EVAL_SEED, device=None,
@@ -143,18 +213,20 @@ def eval_batch(prompts: Prompts, batch_size: int = 1000, *, seed: int = EVAL_SEE
 class BatchStream:
     """One stream of training batches per seed; ``next()`` gives ``(S, B, d+1, n+1), (S, B)``.
 
-    Batches are drawn on the CPU with one generator per seed (so a seed's stream does not
-    depend on the other seeds) and moved to the device.
+    Batches are drawn on the CPU in float32 with one generator per seed (so a seed's stream
+    does not depend on the other seeds), then cast to ``dtype`` (:data:`DTYPES`) and moved to
+    the device.
     """
 
-    def __init__(self, prompts: Prompts, seeds, batch_size: int, device, dtype):
-        self.prompts, self.batch_size, self.device, self.dtype = prompts, batch_size, device, dtype
-        self.generators = [torch.Generator(device="cpu").manual_seed(seed_streams(s)[1]) for s in seeds]
+    def __init__(self, prompts: Prompts, seeds, batch_size: int, device, dtype, probe: bool = False):
+        self.prompts, self.batch_size, self.device, self.dtype = prompts, batch_size, device, check_dtype(dtype)
+        streams = [probe_stream(s) if probe else seed_streams(s)[1] for s in seeds]   # probe: :func:`probe_stream`
+        self.generators = [torch.Generator(device="cpu").manual_seed(x) for x in streams]
 
     def next(self):
-        draws = [self.prompts.sample(self.batch_size, generator=g, dtype=self.dtype) for g in self.generators]
-        Z = torch.stack([z for z, _ in draws]).to(self.device, non_blocking=True)
-        y = torch.stack([y for _, y in draws]).to(self.device, non_blocking=True)
+        draws = [self.prompts.sample(self.batch_size, generator=g, dtype=torch.float32) for g in self.generators]
+        Z = torch.stack([z for z, _ in draws]).to(self.dtype).to(self.device, non_blocking=True)
+        y = torch.stack([y for _, y in draws]).to(self.dtype).to(self.device, non_blocking=True)
         return Z, y
 
 
@@ -166,8 +238,10 @@ class TrainResult:
     history : tidy, one row per ``(run, step, quantity)``: columns ``optimizer, lr, seed,
         step, quantity, value``; quantities ``loss`` (training minibatch loss of ``x_t``),
         ``grad_norm`` (before clipping), ``smoothness`` (directional smoothness, if
-        recorded) at every step, ``eval_loss`` (fixed evaluation batch) every
-        ``eval_every`` steps and after the last. Values are NaN from a run's divergence on.
+        recorded) at every step, with it ``grad_norm_probe`` (the gradient norm at the same
+        point on an independent probe batch of the same size, :func:`probe_stream`),
+        ``eval_loss`` (fixed evaluation batch) every ``eval_every`` steps and after the last, and with it ``seed_eval_loss`` (each seed's
+        own evaluation batch, :func:`seed_eval_batch`: what the claims' final losses use). Values are NaN from a run's divergence on.
     checkpoints : ``{step: {name: tensor (R, *shape)}}``, the parameters ``x_step`` of every
         run (row order of ``runs``), on the CPU.
     seconds : wall time of the training loop.
@@ -183,6 +257,61 @@ class TrainResult:
         if step not in self.checkpoints:
             raise ValueError(f"step must be one of the checkpoints {sorted(self.checkpoints)}; got {step!r}")
         return self.checkpoints[step]
+
+    def __repr__(self) -> str:
+        """One line: the runs, what the history holds, the checkpoints (never the tensors)."""
+        runs, h = self.runs, self.history
+        pairs = runs[["optimizer", "lr"]].drop_duplicates().itertuples(index=False)
+        configs = ", ".join(f"{o} {lr:g}" for o, lr in pairs)
+        seeds = [int(s) for s in pd.unique(runs["seed"])]
+        diverged = int(runs["diverged"].sum())
+        quantities = [str(q) for q in pd.unique(h["quantity"])]
+        last = int(h["step"].max()) if len(h) else 0
+        return (f"TrainResult({len(runs)} runs ({configs} x seeds {seeds}), {diverged} diverged; history: "
+                f"{len(h)} rows of {quantities} up to step {last}; checkpoints at steps {sorted(self.checkpoints)}; "
+                f"{self.seconds:.3g} s)")
+
+    @classmethod
+    def from_result(cls, result) -> "TrainResult":
+        """A stored training result (:class:`lintf.store.Result` with frames ``runs``,
+        ``history`` and the checkpoints as tensors, as :func:`lintf.experiments.training`
+        returns) as a :class:`TrainResult`."""
+        frames = getattr(result, "frames", None)
+        if not isinstance(frames, dict) or not {"runs", "history"} <= set(frames):
+            raise TypeError(f"result must be a lintf.store.Result with frames 'runs' and 'history', got {result!r}")
+        return cls(runs=frames["runs"], history=frames["history"],
+                   checkpoints=cls.checkpoints_from_tensors(result.tensors))
+
+    def run_index(self, optimizer: str, seed: int, lr: float | None = None) -> int:
+        """Row of ``runs`` (and index of the run axis of every checkpoint tensor) of the run
+        trained by ``optimizer`` from ``seed`` (at ``lr``: needed only when the optimizer was
+        trained at several rates); ``ValueError`` naming the runs there are."""
+        runs = self.runs.reset_index(drop=True)
+        match = (runs["optimizer"] == optimizer) & (runs["seed"] == seed)
+        if lr is not None:
+            match &= runs["lr"] == lr
+        rows = list(runs.index[match])
+        if len(rows) != 1:
+            have = sorted({(o, float(r), int(s)) for o, r, s in runs[["optimizer", "lr", "seed"]].itertuples(index=False)})
+            what = "no run" if not rows else f"{len(rows)} runs (pass lr=)"
+            raise ValueError(f"(optimizer, lr, seed) = ({optimizer!r}, {lr!r}, {seed!r}) matches {what}; "
+                             f"the runs are {have}")
+        return int(rows[0])
+
+    def run_params(self, step: int, optimizer: str, seed: int, lr: float | None = None) -> dict:
+        """The parameters ``{name: tensor (*shape)}`` of one run (:meth:`run_index`) at the
+        checkpoint ``step``, ready for :func:`lintf.measure.hessian`."""
+        i = self.run_index(optimizer, seed, lr)
+        return {k: v[i] for k, v in self.params_at(step).items()}
+
+    def per_run(self, values, name: str = "value") -> pd.DataFrame:
+        """``runs`` with one more column ``name`` holding ``values`` (one per run, in row
+        order, e.g. :func:`lintf.measure.robust_condition` of the Hessians of
+        ``params_at(step)``, shape ``(R,)``): a per-run tensor labelled by its runs."""
+        values = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values)
+        if values.shape != (len(self.runs),):
+            raise ValueError(f"values must hold one value per run, shape ({len(self.runs)},); got {values.shape}")
+        return self.runs.assign(**{name: values})
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
         """Checkpoints flattened to ``{"<step>/<name>": tensor}`` for the results store."""
@@ -228,17 +357,20 @@ def train(model: Model, prompts: Prompts, configs, seeds, *, steps: int, batch_s
     eval_every, eval_size : cadence and size of the fixed evaluation batch (seed 99).
     checkpoint_every : keep the parameters every this many steps (and at the end); None: never.
     record_smoothness : also record the directional smoothness ``u^T H(x_t) u`` along the
-        normalised update ``u``, on the step's own batch (:func:`lintf.fast.curvature` for
-        the plain model, else :func:`lintf.measure.directional_smoothness`), at every
+        normalised update ``u``, on the step's own batch (:func:`lintf.fast_variants.curvature`,
+        or :func:`lintf.measure.directional_smoothness` under backend ``"autograd"``), at every
         ``smoothness_every``-th step (1: every step, as the paper).
     device : ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``.
+    dtype : the arithmetic, ``torch.float32`` or ``torch.float64`` (:data:`DTYPES`); the random
+        numbers are float32 draws either way, so a seed is the same run in both.
     backend : how the gradient is computed, :data:`lintf.fast.BACKENDS`: ``"autograd"``
-        through :mod:`lintf.model` for every model, ``"fast"`` by :mod:`lintf.fast` (the plain
-        linear model only), ``"auto"`` (the latter where it applies); None:
+        through :mod:`lintf.model` for every model, ``"fast"`` and ``"auto"`` by hand
+        (:mod:`lintf.fast`, :mod:`lintf.fast_variants`: every model); None:
         ``$LINTF_BACKEND``, else ``"auto"``. The same numbers to float32 rounding (tested).
     """
     configs = _check_configs(configs)
-    hand = fast.use(model, backend)
+    dtype = check_dtype(dtype)
+    hand = fast_variants.use(model, backend)
     seeds = check_seeds("seeds", seeds)
     steps = check_int("steps", steps)
     batch_size = check_int("batch_size", batch_size)
@@ -264,8 +396,8 @@ def train(model: Model, prompts: Prompts, configs, seeds, *, steps: int, batch_s
 class _Program:
     """Loss, gradient and directional smoothness of every run, ``(K, S)`` runs at a time.
 
-    With ``hand`` (the plain linear model, backend ``fast`` or ``auto``) through
-    :mod:`lintf.fast` in chunks of configurations (a batch is summarised once per seed and
+    With ``hand`` (backend ``fast`` or ``auto``) through :mod:`lintf.fast_variants` (the plain
+    model: :mod:`lintf.fast`) in chunks of configurations (a batch is prepared once per seed and
     shared by the chunks); otherwise through autograd on the model, one graph per worker
     thread (the configurations split between them).
     """
@@ -277,6 +409,8 @@ class _Program:
             per_chunk = K
         elif self.hand:
             per_chunk = max(1, CHUNK_RUNS // S)
+            if not fast.supports(model):  # the variants' ops are large: a chunk for each worker at least
+                per_chunk = min(per_chunk, -(-K // WORKERS))
         else:                         # autograd: one graph per worker, its ops large enough to share none
             per_chunk = -(-K // WORKERS)
         self.chunks = [slice(i, min(i + per_chunk, K)) for i in range(0, K, per_chunk)]
@@ -292,7 +426,7 @@ class _Program:
         or ``(B,)``: its summaries (hand-written path), else views with the run axes in front
         (the MLP front end does not broadcast a batch against runs)."""
         if self.hand:
-            return (*fast.summarize(Z), y)
+            return fast_variants.prepare(self.model, Z, y)
         return Z, y
 
     def _each_chunk(self, fn, *trees):
@@ -305,7 +439,7 @@ class _Program:
     def loss(self, params, batch):
         """Loss ``(K, S)`` on a prepared batch, no gradient."""
         if self.hand:
-            return _cat(self._each_chunk(lambda i, p: fast.loss(self.model, p, *batch, self.n), params))
+            return _cat(self._each_chunk(lambda i, p: fast_variants.loss(self.model, p, batch), params))
         with torch.no_grad():
             return _cat(self._each_chunk(lambda i, p: self.model.loss(p, *self._expand(p, *batch)), params))
 
@@ -319,8 +453,8 @@ class _Program:
     def loss_and_grad(self, params, batch):
         """Loss ``(K, S)`` and gradient (dict shaped like ``params``) on a prepared batch."""
         if self.hand:
-            outs = self._each_chunk(lambda i, p: fast.loss_and_grad(self.model, p, *batch, self.n,
-                                                                    keep_forward=self.keep_forward), params)
+            outs = self._each_chunk(lambda i, p: fast_variants.loss_and_grad(self.model, p, batch,
+                                                                             keep_forward=self.keep_forward), params)
             # the smoothness of this step reuses each chunk's forward pass
             self.forwards = [o[2] for o in outs] if self.keep_forward else []
             return _cat([o[0] for o in outs]), _cat([o[1] for o in outs])
@@ -342,8 +476,8 @@ class _Program:
             return _cat(self._each_chunk(lambda i, p, v: directional_smoothness(self.model, p, v, Z, y),
                                          params, direction))
         forwards = self.forwards or [None] * len(self.chunks)
-        curv = _cat(self._each_chunk(lambda i, p, v: fast.curvature(self.model, p, v, *batch, self.n,
-                                                                    forward=forwards[i]), params, direction))
+        curv = _cat(self._each_chunk(lambda i, p, v: fast_variants.curvature(self.model, p, v, batch,
+                                                                             forward=forwards[i]), params, direction))
         self.forwards = []
         return curv / optim.global_norm(direction, run_dims=2).square()
 
@@ -406,7 +540,7 @@ def _train(model, prompts, configs, seeds, steps, batch_size, optim_config, eval
     names = list(params)
     state = optim.init_state(params)
     stream = BatchStream(prompts, seeds, batch_size, device, dtype)
-    eval_data = program.batch(*eval_batch(prompts, eval_size, device=device, dtype=dtype))
+    eval_data = program.batch(*(t.to(dtype) for t in eval_batch(prompts, eval_size, device=device)))
 
     active = torch.ones(K, S, dtype=torch.bool, device=device)
     diverged_step = torch.full((K, S), -1, dtype=torch.long, device=device)
@@ -414,14 +548,19 @@ def _train(model, prompts, configs, seeds, steps, batch_size, optim_config, eval
            for q in ["loss", "grad_norm"]}
     smooth_steps = np.arange(0, steps, smoothness_every) if record_smoothness else np.arange(0)
     smooth_rec = torch.full((len(smooth_steps), K, S), float("nan"), device=device, dtype=dtype)
+    probe_rec = torch.full_like(smooth_rec, float("nan"))
+    probes = BatchStream(prompts, seeds, batch_size, device, dtype, probe=True) if record_smoothness else None
     eval_steps = sorted(set(range(0, steps, eval_every)) | {steps})
     eval_rec = torch.full((len(eval_steps), K, S), float("nan"), device=device, dtype=dtype)
+    seed_eval_rec = torch.full_like(eval_rec, float("nan"))
+    seed_eval = program.batch(*seed_eval_batch(prompts, seeds, eval_size, device=device, dtype=dtype))
     ckpt_steps = set() if checkpoint_every is None else set(range(0, steps + 1, checkpoint_every)) | {steps}
     checkpoints = {}
 
     def evaluate(i):
         with torch.no_grad():
             eval_rec[i] = torch.where(active, program.loss(params, eval_data), float("nan"))
+            seed_eval_rec[i] = torch.where(active, program.loss(params, seed_eval), float("nan"))
 
     def as_runs(x):
         return x.detach().reshape(K * S, *x.shape[2:]).to("cpu", copy=True)
@@ -454,6 +593,10 @@ def _train(model, prompts, configs, seeds, steps, batch_size, optim_config, eval
                 if record_smoothness and t % smoothness_every == 0:
                     smooth = program.smoothness(params, delta, batch, Z, y)
                     smooth_rec[t // smoothness_every] = torch.where(active, smooth, float("nan"))
+                    _, probe_grads = program.loss_and_grad(params, program.batch(*probes.next()))
+                    program.forwards = []
+                    probe_rec[t // smoothness_every] = torch.where(
+                        active, optim.global_norm(probe_grads, run_dims=2), float("nan"))
                 params = {k: torch.where(active.reshape(K, S, *([1] * (new[k].dim() - 2))), new[k], params[k])
                           for k in names}
         if eval_steps[eval_i] == steps:
@@ -477,7 +620,9 @@ def _train(model, prompts, configs, seeds, steps, batch_size, optim_config, eval
     frames = [_tidy(runs, np.arange(steps), q, v) for q, v in rec.items()]
     if record_smoothness:
         frames.append(_tidy(runs, smooth_steps, "smoothness", smooth_rec))
+        frames.append(_tidy(runs, smooth_steps, "grad_norm_probe", probe_rec))
     frames.append(_tidy(runs, np.array(eval_steps), "eval_loss", eval_rec))
+    frames.append(_tidy(runs, np.array(eval_steps), "seed_eval_loss", seed_eval_rec))
     history = pd.concat(frames, ignore_index=True)
     return TrainResult(runs=runs, history=history, checkpoints=checkpoints, seconds=seconds)
 

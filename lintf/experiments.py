@@ -17,10 +17,13 @@ four chapters; whichever chapter asks first computes them, the others read them.
   spectrum of the deviations' covariance.
 - :func:`lr_sweep`, :func:`learning_rates`, :func:`stable_search`: the learning-rate grid
   search, the rates a run uses, and the depth chapter's largest rate that trains.
+- :func:`precision_pair`: the same runs in float32 and float64 arithmetic.
 """
 from __future__ import annotations
 
+import contextvars
 import dataclasses
+import os
 
 import numpy as np
 import pandas as pd
@@ -30,11 +33,11 @@ from . import fast, measure
 from .checks import check_choice, check_int, check_lrs, check_seeds
 from .progress import bar
 from .data import AUTHORS_COVARIATES, authors_prompts
-from .engine import EVAL_SEED, initial_params, resolve_device, train
+from .engine import EVAL_SEED, initial_params, precision_flags, resolve_device, train
 from .engine import eval_batch as eval_batch_of
 from .optim import ALL_OPTIMIZERS, OPTIMIZERS, OptimConfig
-from .settings import EVAL_PROTOCOLS, Scale, Setting, default_scale, get_scale, get_setting
-from .store import ResultStore
+from .settings import EVAL_PROTOCOLS, Scale, Setting, default_scale, get_scale, get_setting, with_role
+from .store import ResultStore, provenance
 from .summaries import best_lr, final_loss
 
 LR_CHOICES = ("default", "paper", "grid", "stable")
@@ -61,21 +64,67 @@ def _with_setting(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     return frame.assign(setting=name)[["setting", *[c for c in frame.columns if c != "setting"]]]
 
 
+READ_ONLY_VAR = "LINTF_READ_ONLY"
+"""``LINTF_READ_ONLY=1``: every experiment is read from the store, never computed; a missing
+one is a :class:`MissingExperiment` naming the command that computes it."""
+
+_TOUCHED: contextvars.ContextVar = contextvars.ContextVar("lintf_touched", default=None)
+
+
+class MissingExperiment(LookupError):
+    """An experiment the store does not hold (``cached_only=True`` or ``LINTF_READ_ONLY=1``):
+    ``kind``, ``setting``, ``scale`` and the ``command`` that computes it."""
+
+    def __init__(self, kind: str, setting: str, scale: str, command: str):
+        self.kind, self.setting, self.scale, self.command = kind, setting, scale, command
+        super().__init__(f"no stored {kind} results for {setting} at scale {scale!r} with this lintf source; "
+                         f"compute them with `{command}`")
+
+
+def read_only() -> bool:
+    """Whether ``$LINTF_READ_ONLY`` asks for a read-only store (``"1"``)."""
+    return os.environ.get(READ_ONLY_VAR, "0") == "1"
+
+
+class touched:
+    """Context manager collecting ``(kind, key)`` of every store entry :func:`_get` serves
+    inside it (dependencies included: the sweep behind ``lrs="grid"``, the runs behind Hessians);
+    ``.entries`` is the list, in the order served, without repeats."""
+
+    def __enter__(self):
+        self.entries = []
+        self._token = _TOUCHED.set(self.entries)
+        return self
+
+    def __exit__(self, *exc):
+        _TOUCHED.reset(self._token)
+
+
+def _missing(kind: str, setting: Setting, scale: Scale) -> MissingExperiment:
+    from .plan import compute_command
+    return MissingExperiment(kind, setting.name, scale.name, compute_command(kind, setting.name, scale))
+
+
 def _get(kind: str, config: dict, compute, setting: Setting, scale: Scale, store, cached_only: bool):
-    """Serve ``kind`` from the store, computing it unless ``cached_only`` (then a missing
-    result is a ``LookupError``: the scorecard reads, it never recomputes). The key also holds
-    the backend (``$LINTF_BACKEND``, :func:`lintf.fast.backend`), which every computation here
-    follows."""
+    """Serve ``kind`` from the store, computing it unless ``cached_only`` or ``LINTF_READ_ONLY=1``
+    (then a missing result is a :class:`MissingExperiment`, a ``LookupError``: the scorecard and
+    a read-only build read, they never recompute). The key also holds the backend
+    (``$LINTF_BACKEND``, :func:`lintf.fast.backend`), which every computation here follows."""
     config = {**config, "backend": fast.backend()}
     store = store or ResultStore()
-    if cached_only:
+    if cached_only or read_only():
         result = store.load(kind, config)
         if result is None:
-            raise LookupError(f"no stored {kind} results for {setting.name} at scale {scale.name!r} with this "
-                              f"lintf source: build the chapter that computes them first")
+            raise _missing(kind, setting, scale)
     else:
         result = store.cached(kind, config, compute)
+    seen = _TOUCHED.get()
+    if seen is not None and (kind, result.key) not in seen:
+        seen.append((kind, result.key))
     frames = {k: _with_setting(v, setting.name) if k != "meta" else v for k, v in result.frames.items()}
+    record = {**provenance(result), "scale": scale.name, "setting": setting.name}
+    for v in frames.values():
+        v.attrs["provenance"] = [record]
     return dataclasses.replace(result, frames=frames)
 
 
@@ -98,9 +147,9 @@ def learning_rates(setting, scale=None, *, lrs="default", points=None, sweep_ste
     if lrs == "paper":
         return dict(setting.paper_lrs)
     if lrs == "stable":
-        return stable_search(setting, scale.name, seeds=seeds, steps=steps, device=device, store=store,
+        return stable_search(setting, scale, seeds=seeds, steps=steps, device=device, store=store,
                              progress=progress, cached_only=cached_only)[0]
-    sweep = lr_sweep(setting, scale.name, points=points, steps=sweep_steps, device=device, store=store,
+    sweep = lr_sweep(setting, scale, points=points, steps=sweep_steps, device=device, store=store,
                      progress=progress, cached_only=cached_only).frames["sweep"]
     rates = {row.optimizer: float(row.best_lr) for row in best_lr(sweep).itertuples()}
     failed = [o for o, lr in rates.items() if lr != lr]
@@ -113,45 +162,124 @@ def learning_rates(setting, scale=None, *, lrs="default", points=None, sweep_ste
 def stable_search(setting, scale=None, *, seeds=None, steps=None, device="auto", store=None, progress=None,
                   cached_only=False) -> tuple[dict, pd.DataFrame]:
     """The depth chapter's rule: for each optimizer, the largest rate of the grid ``default x
-    scale.depth_grid`` at which no run of ``seeds`` diverges within ``steps`` iterations (None:
-    the scale's).
+    scale.depth_grid`` at which no run of the search seeds ``scale.sweep_seeds`` diverges within
+    ``steps`` iterations (None: the scale's); the tested ``seeds`` (None: the scale's) then
+    train at the chosen rates. The search seeds must be disjoint from the tested ones
+    (``ValueError`` otherwise), so the rate is not chosen on the runs it is judged on.
 
-    The largest rate is tried first: :func:`training` of both optimizers at it (stored: at the
-    default rates these are the paper's Table 2 runs for the depths). Every optimizer that
-    diverged there on some seed then tries all the smaller rates of the grid in ONE batched
-    program (:func:`grid_training`: one program is cheaper than one try per rate). Returns
-    ``(rates, tries)``: ``tries`` has one row per rate tried and optimizer, ``optimizer, lr,
-    diverged, runs``; an optimizer whose every rate diverged keeps the smallest (its runs then
-    count as diverged in the claims).
+    The largest rate is tried first: :func:`training` of both optimizers at it on the search
+    seeds. Every optimizer that diverged there on some search seed then tries all the smaller
+    rates of the grid in ONE batched program (:func:`grid_training`: one program is cheaper than
+    one try per rate). Returns ``(rates, tries)``: ``tries`` has one row per rate tried and
+    optimizer, ``seeds`` (``"search"``), ``optimizer, lr, diverged, runs``, then one row per
+    optimizer for the tested seeds at the chosen rate (``seeds`` ``"tested"``). An optimizer
+    whose every rate diverged keeps the smallest (its runs then count as diverged in the claims).
     """
     rates, tries, _ = _stable(setting, scale, seeds, steps, device, store, progress, cached_only)
     return rates, tries
 
 
 def _stable(setting, scale, seeds, steps, device, store, progress, cached_only):
-    """:func:`stable_search`, plus ``{optimizer: the Result holding its runs at its rate}``."""
+    """:func:`stable_search`, plus the Result of the tested seeds' runs at the chosen rates."""
     setting, scale = _resolve(setting, scale)
+    seeds = check_seeds("seeds", scale.seeds_for(setting) if seeds is None else seeds)
+    search = check_seeds("sweep_seeds", scale.sweep_seeds)
+    shared = sorted(set(seeds) & set(search))
+    if shared:
+        raise ValueError(f"the stable-rate search chooses on scale.sweep_seeds {list(search)}, which must be disjoint "
+                         f"from the tested seeds {list(seeds)}; both hold {shared}")
     factors = sorted(scale.depth_grid, reverse=True)
     top = {o: setting.lrs[o] * factors[0] for o in OPTIMIZERS}
-    kw = dict(seeds=seeds, steps=steps, device=device, store=store, progress=progress, cached_only=cached_only)
-    first = training(setting, scale.name, lrs=top, **kw)
-    results = [first]
-    lower = [o for o in OPTIMIZERS if first.frames["runs"].query("optimizer == @o")["diverged"].any()]
+    kw = dict(steps=steps, device=device, store=store, progress=progress, cached_only=cached_only)
+    results = [training(setting, scale, lrs=top, seeds=search, smoothness=False, **kw)]
+    lower = [o for o in OPTIMIZERS if results[0].frames["runs"].query("optimizer == @o")["diverged"].any()]
     if lower and len(factors) > 1:
         configs = [(o, setting.lrs[o] * f) for o in lower for f in factors[1:]]
-        results.append(grid_training(setting, scale.name, configs, **kw))
-    rows, source = [], {}
-    for res in results:
-        for (o, lr), runs in res.frames["runs"].groupby(["optimizer", "lr"], sort=False):
-            rows.append({"optimizer": o, "lr": float(lr), "diverged": int(runs["diverged"].sum()), "runs": len(runs)})
-            source[(o, float(lr))] = res
-    tries = pd.DataFrame(rows).sort_values(["optimizer", "lr"], ascending=[True, False], ignore_index=True)
+        results.append(grid_training(setting, scale, configs, seeds=search, smoothness=False, **kw))
+
+    def rows(res, which):
+        return [{"seeds": which, "optimizer": o, "lr": float(lr), "diverged": int(r["diverged"].sum()), "runs": len(r)}
+                for (o, lr), r in res.frames["runs"].groupby(["optimizer", "lr"], sort=False)]
+
+    tries = pd.DataFrame([row for res in results for row in rows(res, "search")])
+    tries = tries.sort_values(["optimizer", "lr"], ascending=[True, False], ignore_index=True)
     rates = {}
     for o in OPTIMIZERS:
         mine = tries[tries["optimizer"] == o]
         fine = mine[mine["diverged"] == 0]
         rates[o] = float((fine if len(fine) else mine)["lr"].iloc[0 if len(fine) else -1])
-    return rates, tries, {o: source[(o, rates[o])] for o in OPTIMIZERS}
+    tested = training(setting, scale, lrs=rates, seeds=seeds, **kw)
+    tries = pd.concat([tries, pd.DataFrame(rows(tested, "tested"))], ignore_index=True)
+    return rates, tries, tested
+
+
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+"""The largest finite float32 number (about 3.4e38): a loss above it is ``inf`` in float32."""
+FLOAT32_NORM_LIMIT = FLOAT32_MAX ** 0.5
+"""The largest gradient norm float32 computes (about 1.8e19): the sum of squares behind
+``||g||`` overflows above it, and the engine then marks the run diverged."""
+
+
+def precision_pair(setting, scale=None, *, lrs="paper", seeds=None, steps=None, rtol: float = 0.01, device="auto",
+                   store=None, progress=None, cached_only=False) -> dict:
+    """The same runs trained in float32 and in float64 arithmetic (the depth chapter's figure).
+
+    :func:`training` of ``setting`` at ``lrs`` (:data:`LR_CHOICES` but ``"stable"``, or a dict;
+    default Table 2's) from ``seeds`` for ``steps`` iterations (None: the scale's), once with
+    ``precision="float32"`` and once with ``"float64"`` (two store entries; the one of the
+    setting's own precision is the chapter's run). A seed draws the same initialisation and
+    batches in both (:data:`lintf.engine.DTYPES`), so the runs differ by their arithmetic only.
+
+    Returns frames ``history`` and ``runs`` of both (a ``precision`` column; history quantities
+    ``loss``, ``grad_norm``, ``eval_loss``) and ``pairs``, one row per run (stored as kind
+    ``"precision"``): ``optimizer, lr, seed``; ``diverged32``, ``diverged64``, the step at which
+    each diverged (-1: never); ``part``, the first step at which the two training losses differ
+    by more than ``rtol`` (relative) or one run diverged (-1: neither); ``loss64_at_stop32``,
+    ``grad_norm64_at_stop32``, the float64 run's minibatch loss and gradient norm (before
+    clipping) at the step float32 stopped; ``spikes64``, float64's steps with a gradient norm
+    above :data:`FLOAT32_NORM_LIMIT`; ``max_loss64``, its largest minibatch loss.
+    """
+    setting, scale = _resolve(setting, scale)
+    if isinstance(lrs, str) and lrs == "stable":
+        raise ValueError("lrs must be 'default', 'paper', 'grid' or a dict for precision_pair, got 'stable'")
+    if not isinstance(rtol, (int, float)) or isinstance(rtol, bool) or not 0 < rtol < 1:
+        raise ValueError(f"rtol must be a number in (0, 1), got {rtol!r}")
+    kw = dict(device=device, store=store, progress=progress, cached_only=cached_only)
+    rates = learning_rates(setting, scale, lrs=lrs, **kw)
+    got = {p: training(dataclasses.replace(setting, precision=p), scale, lrs=rates, seeds=seeds, steps=steps,
+                       smoothness=False, **kw) for p in ("float32", "float64")}
+    keep = ["loss", "grad_norm", "eval_loss"]
+    history = pd.concat([g.frames["history"].assign(precision=p) for p, g in got.items()], ignore_index=True)
+    history = history[history["quantity"].isin(keep)].reset_index(drop=True)
+    runs = pd.concat([g.frames["runs"].assign(precision=p) for p, g in got.items()], ignore_index=True)
+    config = {"float32": got["float32"].key, "float64": got["float64"].key, "rtol": float(rtol)}
+    result = _get("precision", config, lambda: {"pairs": _pairs(history, runs, rtol)}, setting, scale, store,
+                  cached_only)
+    return {"history": history, "runs": runs, "pairs": result.frames["pairs"]}
+
+
+def _pairs(history: pd.DataFrame, runs: pd.DataFrame, rtol: float) -> pd.DataFrame:
+    """:func:`precision_pair`'s ``pairs`` frame from both precisions' ``history`` and ``runs``."""
+    rows = []
+    for (o, lr, seed), r in runs.groupby(["optimizer", "lr", "seed"], sort=False):
+        stop = {p: int(r.loc[r["precision"] == p, "diverged_step"].iloc[0]) for p in ("float32", "float64")}
+        h = history[(history["optimizer"] == o) & (history["lr"] == lr) & (history["seed"] == seed)]
+        wide = {q: h[h["quantity"] == q].pivot(index="step", columns="precision", values="value").sort_index()
+                for q in ("loss", "grad_norm")}
+        loss = wide["loss"]
+        differ = (loss["float32"] / loss["float64"] - 1).abs() > rtol
+        ends = [s for s in stop.values() if s >= 0]
+        candidates = list(loss.index[differ.to_numpy()][:1]) + ([min(ends)] if ends else [])
+        g64 = wide["grad_norm"]["float64"]
+        at = stop["float32"]
+        rows.append({"optimizer": o, "lr": float(lr), "seed": int(seed), "diverged32": stop["float32"],
+                     "diverged64": stop["float64"], "part": int(min(candidates)) if candidates else -1,
+                     "loss64_at_stop32": float(loss["float64"].get(at, np.nan)) if at >= 0 else np.nan,
+                     "grad_norm64_at_stop32": float(g64.get(at, np.nan)) if at >= 0 else np.nan,
+                     "spikes64": int((g64 > FLOAT32_NORM_LIMIT).sum()), "max_loss64": float(loss["float64"].max())})
+    dtypes = {"optimizer": str, "lr": float, "seed": int, "diverged32": int, "diverged64": int, "part": int,
+              "loss64_at_stop32": float, "grad_norm64_at_stop32": float, "spikes64": int, "max_loss64": float}
+    return pd.DataFrame(rows, columns=list(dtypes)).astype(dtypes)
 
 
 def _train_config(setting, scale, configs, seeds, steps, device, smoothness, clip=True) -> dict:
@@ -159,7 +287,9 @@ def _train_config(setting, scale, configs, seeds, steps, device, smoothness, cli
               "batch_size": scale.batch_size, "eval_every": scale.eval_every,
               "checkpoint_every": scale.checkpoint_every, "clip": setting.clip if clip else None,
               "smoothness": smoothness, "smoothness_every": scale.smoothness_every,
-              "device": device.type}
+              "device": device.type, "dtype": setting.precision}
+    if device.type == "cuda":                       # these flags change float32 numbers on a GPU
+        config["precision"] = precision_flags(device)
     if any(o not in OPTIMIZERS for o, _ in configs):
         config["optim"] = dataclasses.asdict(OptimConfig(clip=config["clip"]))
     return config
@@ -171,7 +301,8 @@ def _program(setting, scale, configs, seeds, steps, smoothness, dev, progress, c
     res = train(setting.model, setting.prompts, configs, seeds, steps=steps, batch_size=scale.batch_size,
                 optim_config=OptimConfig(clip=setting.clip if clip else None), eval_every=scale.eval_every,
                 checkpoint_every=scale.checkpoint_every, record_smoothness=smoothness,
-                smoothness_every=scale.smoothness_every, device=dev, progress=progress, desc=setting.name)
+                smoothness_every=scale.smoothness_every, device=dev, dtype=setting.dtype, progress=progress,
+                desc=setting.name)
     meta = pd.DataFrame({"seconds": [res.seconds], "steps": [steps], "runs": [len(res.runs)]})
     return {"runs": res.runs, "history": res.history, "meta": meta}, res.to_tensors()
 
@@ -236,7 +367,7 @@ def ablation(setting, scale=None, *, optimizers=ALL_OPTIMIZERS, clip=True, seeds
     seeds = check_seeds("seeds", scale.seeds if seeds is None else seeds)
     steps = check_int("steps", scale.ablation_steps if steps is None else steps)
     kw = dict(clip=clip, device=device, store=store, progress=progress, cached_only=cached_only)
-    grid = grid_training(setting, scale.name, ablation_grid(setting, scale, optimizers), seeds=scale.sweep_seeds,
+    grid = grid_training(setting, scale, ablation_grid(setting, scale, optimizers), seeds=scale.sweep_seeds,
                          steps=min(scale.ablation_sweep_steps, steps), smoothness=False, **kw)
     final = final_loss(grid.frames["history"], quantity="loss", runs=grid.frames["runs"])
     best = best_lr(final)
@@ -246,7 +377,7 @@ def ablation(setting, scale=None, *, optimizers=ALL_OPTIMIZERS, clip=True, seeds
         rates[o] = float(row["best_lr"].iloc[0])
         if rates[o] != rates[o]:                                       # every rate diverged
             rates[o] = min(lr for name, lr in ablation_grid(setting, scale, [o]))
-    runs = grid_training(setting, scale.name, [(o, rates[o]) for o in optimizers], seeds=seeds, steps=steps,
+    runs = grid_training(setting, scale, [(o, rates[o]) for o in optimizers], seeds=seeds, steps=steps,
                          smoothness=True, **kw)
     return runs, best
 
@@ -258,7 +389,7 @@ def ablation_conditioning(setting, scale=None, *, optimizers=ALL_OPTIMIZERS, cli
     those runs reach (else their last checkpoint before the end)."""
     setting, scale = _resolve(setting, scale)
     protocol = _protocol(eval_batch, scale)
-    runs, _ = ablation(setting, scale.name, optimizers=optimizers, clip=clip, seeds=seeds, steps=steps, device=device,
+    runs, _ = ablation(setting, scale, optimizers=optimizers, clip=clip, seeds=seeds, steps=steps, device=device,
                        store=store, progress=progress, cached_only=cached_only)
     from .engine import TrainResult
     have = sorted(TrainResult.checkpoints_from_tensors(runs.tensors))
@@ -291,25 +422,15 @@ def _join(parts, seeds) -> tuple[dict, dict]:
     return {"runs": runs, "history": history, "meta": meta}, tensors
 
 
-def _select(rates: dict, sources: dict, seeds) -> tuple[dict, dict]:
-    """The runs at ``rates[o]`` of ``sources[o]`` (a Result) for each optimizer ``o``, as one
-    training (:func:`_join`)."""
-    parts = []
-    for o in OPTIMIZERS:
-        r, h = sources[o].frames["runs"], sources[o].frames["history"]
-        parts.append((r[(r["optimizer"] == o) & (r["lr"] == rates[o])],
-                      h[(h["optimizer"] == o) & (h["lr"] == rates[o])], sources[o].tensors))
-    return _join(parts, seeds)
-
-
-def training(setting, scale=None, *, lrs="default", seeds=None, steps=None, smoothness=None, device="auto",
-             store=None, progress=None, cached_only=False):
+def training(setting, scale=None, *, lrs="default", seeds=None, steps=None, smoothness=None, points=None,
+             sweep_steps=None, device="auto", store=None, progress=None, cached_only=False):
     """Train SGDM and Adam on ``setting`` from every seed (one batched program).
 
     lrs : :data:`LR_CHOICES` or a dict ``{optimizer: rate}`` (:func:`learning_rates`). With
-        ``"stable"`` the runs are those :func:`stable_search` trained at the rates it chose
-        (not trained again).
+        ``"stable"`` the tested seeds' runs at the rates :func:`stable_search` chose on the
+        search seeds (the same entry as ``lrs`` = those rates).
     smoothness : record the directional smoothness (None: the setting's ``record_smoothness``).
+    points, sweep_steps : the grid of ``lrs="grid"`` (see :func:`learning_rates`).
 
     Returns a Result with frames ``runs`` and ``history`` (see
     :class:`lintf.engine.TrainResult`, plus a ``setting`` column) and the checkpoints as
@@ -323,12 +444,9 @@ def training(setting, scale=None, *, lrs="default", seeds=None, steps=None, smoo
     if isinstance(lrs, str) and lrs == "stable":
         if smoothness != setting.record_smoothness:
             raise ValueError("smoothness must be None (the setting's) with lrs='stable'")
-        rates, _, sources = _stable(setting, scale, seeds, steps, device, store, progress, cached_only)
-        config = {**_train_config(setting, scale, [(o, rates[o]) for o in OPTIMIZERS], seeds, steps, dev, smoothness),
-                  "selected_from": {o: sources[o].key for o in OPTIMIZERS}}
-        return _get("training", config, lambda: _select(rates, sources, seeds), setting, scale, store, cached_only)
-    rates = learning_rates(setting, scale.name, lrs=lrs, seeds=seeds, steps=steps, device=device, store=store,
-                           progress=progress, cached_only=cached_only)
+        return _stable(setting, scale, seeds, steps, device, store, progress, cached_only)[2]
+    rates = learning_rates(setting, scale, lrs=lrs, points=points, sweep_steps=sweep_steps, seeds=seeds, steps=steps,
+                           device=device, store=store, progress=progress, cached_only=cached_only)
     configs = [(o, rates[o]) for o in OPTIMIZERS]
     config = _train_config(setting, scale, configs, seeds, steps, dev, smoothness)
     return _get("training", config, lambda: _program(setting, scale, configs, seeds, steps, smoothness, dev, progress),
@@ -381,12 +499,24 @@ def eval_chunks(setting, scale, seed: int, count: int, *, stream: int = 0, dtype
 
 
 def _rows(runs, step, H, protocol, batch, size):
-    """Tidy rows of the Hessians ``H (R, p, p)`` of ``runs`` (row order) at ``step``."""
-    eig = torch.linalg.eigvalsh((H + H.transpose(-1, -2)) / 2)
-    values = {m: measure.robust_condition(H, m) for m in ("eig", "diag")}
+    """Tidy rows of the Hessians ``H (R, p, p)`` of ``runs`` (row order) at ``step``. A run
+    diverged by then, or whose Hessian is not finite (a deep model's loss can overflow on some
+    prompt of the evaluation batch) or has no eigendecomposition, gets NaN."""
+    alive_at = [not run.diverged or step <= run.diverged_step for run in runs.itertuples()]
+    eig = torch.full(H.shape[:-1], float("nan"), dtype=H.dtype)
+    values = {m: torch.full(H.shape[:-2], float("nan"), dtype=H.dtype) for m in ("eig", "diag")}
+    for r in range(H.shape[0]):
+        if not (alive_at[r] and bool(torch.isfinite(H[r]).all())):
+            continue
+        try:
+            eig[r] = torch.linalg.eigvalsh((H[r] + H[r].T) / 2)
+        except torch.linalg.LinAlgError:
+            continue
+        for m in ("eig", "diag"):
+            values[m][r] = measure.robust_condition(H[r], m)
     rows = []
     for r, run in enumerate(runs.itertuples()):
-        alive = not run.diverged or step <= run.diverged_step
+        alive = alive_at[r]
         for method in ("eig", "diag"):
             rows.append({"optimizer": run.optimizer, "lr": run.lr, "seed": run.seed, "step": step,
                          "eval_batch": protocol, "batch": batch, "eval_size": size, "method": method,
@@ -430,7 +560,7 @@ def conditioning(setting, scale=None, *, eval_batch=None, at="checkpoints", lrs=
                          f"{setting.name} has {setting.prompts.covariates!r}")
     if isinstance(at, str):
         check_choice("at", at, AT_CHOICES)
-    trained = training(setting, scale.name, lrs=lrs, seeds=seeds, steps=steps, smoothness=smoothness, device=device,
+    trained = training(setting, scale, lrs=lrs, seeds=seeds, steps=steps, smoothness=smoothness, device=device,
                        store=store, progress=progress, cached_only=cached_only)
     return _conditioning(setting, scale, trained, protocol, at, store, progress, cached_only)
 
@@ -502,11 +632,11 @@ def table_training(setting, scale=None, *, lrs="default", device="auto", store=N
     long_seeds = scale.seeds_for(setting)
     shared = [s for s in seeds if s in long_seeds] if scale.steps_for(setting) >= horizon else []
     if not shared:
-        return training(setting, scale.name, seeds=seeds, steps=horizon, smoothness=False, **kw)
-    long = training(setting, scale.name, **kw)
+        return training(setting, scale, seeds=seeds, steps=horizon, smoothness=False, **kw)
+    long = training(setting, scale, **kw)
     rest = [s for s in seeds if s not in shared]
-    extra = training(setting, scale.name, seeds=rest, steps=horizon, smoothness=False, **kw) if rest else None
-    rates = learning_rates(setting, scale.name, lrs=lrs, device=device, store=store, progress=progress,
+    extra = training(setting, scale, seeds=rest, steps=horizon, smoothness=False, **kw) if rest else None
+    rates = learning_rates(setting, scale, lrs=lrs, device=device, store=store, progress=progress,
                            cached_only=cached_only)
     dev = resolve_device(device)
     config = {**_train_config(setting, scale, [(o, rates[o]) for o in OPTIMIZERS], seeds, horizon, dev, False),
@@ -523,8 +653,8 @@ def _cut_and_join(long, shared, extra, horizon: int, seeds) -> tuple[dict, dict]
     r = r[r["seed"].isin(shared)].copy()
     late = r["diverged_step"] >= horizon
     r.loc[late, "diverged"], r.loc[late, "diverged_step"] = False, -1
-    h = h[h["seed"].isin(shared) & (h["quantity"] != "smoothness")]
-    h = h[(h["step"] < horizon) | ((h["quantity"] == "eval_loss") & (h["step"] == horizon))]
+    h = h[h["seed"].isin(shared) & ~h["quantity"].isin(["smoothness", "grad_norm_probe"])]
+    h = h[(h["step"] < horizon) | (h["quantity"].isin(["eval_loss", "seed_eval_loss"]) & (h["step"] == horizon))]
     parts = [(r, h, {k: v for k, v in long.tensors.items() if int(k.split("/")[0]) <= horizon})]
     if extra is not None:
         parts.append((extra.frames["runs"], extra.frames["history"], extra.tensors))
@@ -541,7 +671,7 @@ def table_conditioning(setting, scale=None, *, eval_batch=None, lrs="default", d
     if protocol == "authors" and setting.prompts.covariates not in AUTHORS_COVARIATES:
         raise ValueError(f"eval_batch='authors' needs covariates among {list(AUTHORS_COVARIATES)}; "
                          f"{setting.name} has {setting.prompts.covariates!r}")
-    trained = table_training(setting, scale.name, lrs=lrs, device=device, store=store, progress=progress,
+    trained = table_training(setting, scale, lrs=lrs, device=device, store=store, progress=progress,
                              cached_only=cached_only)
     return _conditioning(setting, scale, trained, protocol, "table", store, progress, cached_only)
 
@@ -560,7 +690,7 @@ def batch_size_curve(setting, scale=None, *, step=None, seed: int = 0, lrs="defa
     Frame ``curve``: ``setting, optimizer, lr, seed, step, size, batch, method, value``.
     """
     setting, scale = _resolve(setting, scale)
-    trained = table_training(setting, scale.name, lrs=lrs, device=device, store=store, progress=progress,
+    trained = table_training(setting, scale, lrs=lrs, device=device, store=store, progress=progress,
                              cached_only=cached_only)
     from .engine import TrainResult
     checkpoints = TrainResult.checkpoints_from_tensors(trained.tensors)
@@ -622,6 +752,8 @@ def gradient_noise(setting, scale=None, *, seed: int = 0, device="auto", store=N
     dev = resolve_device(device)
     config = {**_describe(setting), "seed": seed, "batches": scale.noise_batches,
               "batch_size": scale.noise_batch_size, "big_batch": scale.noise_big_batch, "device": dev.type}
+    if dev.type == "cuda":
+        config["precision"] = precision_flags(dev)
 
     def compute():
         params = {k: v[0] for k, v in initial_params(setting.model, [seed], device=dev).items()}
@@ -650,21 +782,26 @@ def noise_at_seeds(setting, scale=None, *, seeds=None, device="auto", store=None
     ``noise_seeds``), frames ``noise`` and ``spectrum`` concatenated."""
     setting, scale = _resolve(setting, scale)
     seeds = check_seeds("seeds", scale.noise_seeds if seeds is None else seeds)
-    got = [gradient_noise(setting, scale.name, seed=s, device=device, store=store, progress=progress,
+    got = [gradient_noise(setting, scale, seed=s, device=device, store=store, progress=progress,
                           cached_only=cached_only) for s in seeds]
-    return {k: pd.concat([g.frames[k] for g in got], ignore_index=True) for k in ("noise", "spectrum")}
+    out = {k: pd.concat([g.frames[k] for g in got], ignore_index=True) for k in ("noise", "spectrum")}
+    for frame in out.values():                                  # every seed's provenance
+        frame.attrs["provenance"] = [r for g in got for r in g.frames["noise"].attrs.get("provenance", [])]
+    return out
 
 
-VARIANTS = ("softmax", "separate_qk", "large")
-"""Model variants the paper gives no learning rates for: their grid has
-``scale.variant_grid_points`` points."""
+VARIANT_ROLES = ("variant", "figure")
+"""Roles (:attr:`lintf.settings.Setting.role`) of the model variants the paper gives no learning
+rates for: their grid has ``scale.variant_grid_points`` points."""
+VARIANTS = with_role(*VARIANT_ROLES)
+"""The settings of :data:`VARIANT_ROLES` (softmax, separate Q/K, the large model)."""
 
 def sweep_rates(setting, scale=None, *, points: int | None = None) -> list[tuple[str, float]]:
     """The ``(optimizer, lr)`` pairs of the grid search: :meth:`Setting.grid` with the scale's
     ``grid_points``, or ``variant_grid_points`` for :data:`VARIANTS` (``points`` overrides)."""
     setting, scale = _resolve(setting, scale)
     if points is None:
-        points = scale.variant_grid_points if setting.name in VARIANTS else scale.grid_points
+        points = scale.variant_grid_points if setting.role in VARIANT_ROLES else scale.grid_points
     return [(o, lr) for o in OPTIMIZERS for lr in setting.grid(o, check_int("points", points))]
 
 
@@ -681,19 +818,22 @@ def lr_sweep(setting, scale=None, *, points: int | None = None, steps: int | Non
     """
     setting, scale = _resolve(setting, scale)
     dev = resolve_device(device)
-    configs = sweep_rates(setting, scale.name, points=points)
+    configs = sweep_rates(setting, scale, points=points)
     if steps is None:
-        steps = scale.variant_sweep_steps if setting.name in VARIANTS and scale.variant_sweep_steps else scale.sweep_steps
+        variant = setting.role in VARIANT_ROLES
+        steps = scale.variant_sweep_steps if variant and scale.variant_sweep_steps else scale.sweep_steps
         steps = min(steps, scale.steps_for(setting))                    # never longer than the main runs
     steps = check_int("steps", steps)
     config = {**_describe(setting), "configs": configs, "seeds": list(scale.sweep_seeds),
               "steps": steps, "batch_size": scale.batch_size, "clip": setting.clip,
-              "device": dev.type}
+              "device": dev.type, "dtype": setting.precision}
+    if dev.type == "cuda":
+        config["precision"] = precision_flags(dev)
 
     def compute():
         res = train(setting.model, setting.prompts, configs, scale.sweep_seeds, steps=steps,
                     batch_size=scale.batch_size, optim_config=OptimConfig(clip=setting.clip),
-                    eval_every=steps, checkpoint_every=None, device=dev, progress=progress,
+                    eval_every=steps, checkpoint_every=None, device=dev, dtype=setting.dtype, progress=progress,
                     desc=f"{setting.name} lr grid")
         final = final_loss(res.history.assign(setting=setting.name), quantity="loss", frac=0.1,
                            runs=res.runs.assign(setting=setting.name))

@@ -49,8 +49,9 @@ def supports(model: Model) -> bool:
 BACKENDS = ("auto", "fast", "autograd")
 """How training and the measurements differentiate the model: ``"autograd"``, through
 :mod:`lintf.model` (eqs. 7-8 as written) for every model; ``"fast"``, this module's
-hand-written derivatives (the plain linear model only); ``"auto"``, this module where it
-applies and autograd elsewhere. The default is ``$LINTF_BACKEND``, else ``"auto"``."""
+hand-written derivatives (the plain linear model only; in training every model, the variants
+by :mod:`lintf.fast_variants`); ``"auto"``, the hand-written derivatives where they apply and
+autograd elsewhere. The default is ``$LINTF_BACKEND``, else ``"auto"``."""
 BACKEND_ENV = "LINTF_BACKEND"
 
 
@@ -251,7 +252,8 @@ def loss(model: Model, params: dict, A0, z0, y, n: int) -> torch.Tensor:
     return (h + y).square().mean(-1)
 
 
-def loss_and_grad(model: Model, params: dict, A0, z0, y, n: int, *, keep_forward: bool = False):
+def loss_and_grad(model: Model, params: dict, A0, z0, y, n: int, *, keep_forward: bool = False,
+                  inputs: bool = False):
     """Mean squared error and its gradient, by hand (reverse mode through (F1)-(F5)).
 
     model : a model :func:`supports`; params : its tensors with run dimensions ``...``.
@@ -260,7 +262,10 @@ def loss_and_grad(model: Model, params: dict, A0, z0, y, n: int, *, keep_forward
     n : context length of the prompts (the ``1/n`` of eq. 8).
     Returns ``loss`` ``(...)`` and ``grads``, a dict shaped like ``params``; with
     ``keep_forward`` also the forward pass, which :func:`curvature` at the same point and
-    batch can reuse (``forward=``).
+    batch can reuse (``forward=``); with ``inputs`` (after it) also the adjoints of the
+    summaries, ``(bar_A0, bar_z0)`` shaped like ``A0, z0`` with the run dimensions of the
+    loss (``bar_A0``'s symmetric part is the gradient over symmetric ``A0``): what a front end
+    before the attention layers needs (:mod:`lintf.fast_variants`).
     """
     P, Q = _check(model, params, A0, z0, y, n)
     Qn = Q / n
@@ -299,7 +304,7 @@ def loss_and_grad(model: Model, params: dict, A0, z0, y, n: int, *, keep_forward
         X = _right(bar_T, Qn[..., l, :, :].transpose(-1, -2))          # bar_T (Q/n)^T
         gP[..., l, :, :] = _sum_outer(X, A)                            # sum_b bar_T (Q/n)^T A
         gQn[..., l, :, :] = torch.matmul(W, bar_T.transpose(-1, -2)).sum(-3)  # sum_b (P A)^T bar_T
-        if l > 0:
+        if l > 0 or inputs:
             # adjoint of A_l: T^T bar_A T + P^T bar_T (Q/n)^T
             new = _left(P[..., l, :, :].transpose(-1, -2), X)
             if ab is not None:
@@ -309,17 +314,25 @@ def loss_and_grad(model: Model, params: dict, A0, z0, y, n: int, *, keep_forward
             ab = None
         bar_z = _pv(_t(T), bar_z)
     grads = _trained(model, gP, gQn / n)
-    return (loss, grads, (h, saved)) if keep_forward else (loss, grads)
+    out = (loss, grads, (h, saved)) if keep_forward else (loss, grads)
+    if inputs:
+        if ab is not None:                                             # L = 1: bar_A0 still rank one
+            bar_A = _outer(ab[0].expand_as(ab[1]), ab[1])
+        out = (*out, (bar_A, bar_z))
+    return out
 
 
-def curvature(model: Model, params: dict, direction: dict, A0, z0, y, n: int, *, forward=None) -> torch.Tensor:
+def curvature(model: Model, params: dict, direction: dict, A0, z0, y, n: int, *, forward=None,
+              inputs=None) -> torch.Tensor:
     """Second derivative of the loss along ``direction``: ``v^T H v`` ``(...)``, not normalised.
 
     Forward-mode Taylor arithmetic to second order: every quantity ``X`` of eqs. (F1)-(F5)
     is carried with its first and second derivatives ``X1, X2`` along ``v`` (``P, Q`` are
     linear in the step, so theirs vanish). ``direction``: dict shaped like ``params``;
     ``forward``: what :func:`loss_and_grad` kept at the same params and batch (saves
-    recomputing the primal quantities); other arguments as :func:`loss_and_grad`.
+    recomputing the primal quantities); ``inputs``: ``(A1, A2, z1, z2)``, the first and second
+    derivatives of ``A0, z0`` along the same step where a front end before the attention layers
+    moves them (None: data, zero); other arguments as :func:`loss_and_grad`.
     """
     P, Q = _check(model, params, A0, z0, y, n)
     _check(model, direction, A0, z0, y, n, name="direction")
@@ -327,7 +340,7 @@ def curvature(model: Model, params: dict, direction: dict, A0, z0, y, n: int, *,
     Qn, dQn = Q / n, dQ / n
     L = P.shape[-3]
     h0, (layers, A_last, z_last, _, r0, s0) = _forward(P, Qn, A0, z0) if forward is None else forward
-    A1 = A2 = z1 = z2 = None                                           # None: zero (data)
+    A1, A2, z1, z2 = (None,) * 4 if inputs is None else inputs        # None: zero (data)
     for l in range(L - 1):
         A, z, V0, T0, M0 = layers[l]                                   # V0 = P A, M0 = T0 A
         new_A, new_z = (layers[l + 1][:2] if l + 1 < L - 1 else (A_last, z_last))

@@ -119,8 +119,10 @@ class Model:
     qk : ``"joint"`` (one ``Q`` per layer) or ``"separate"`` (``Q = W_K^T W_Q``).
     frontend : ``"none"`` or ``"mlp"`` (trainable ``Linear(d,h) -> ReLU -> Linear(h,d)``
         on every token's x-part before the attention layers; ``h = hidden``).
-    parametrization : ``"full"`` (all of ``P, Q`` trained) or ``"block"`` (the authors':
-        only the top-left ``d x d`` blocks, ``P[d,d] = 1``, the rest zero). The authors write
+    parametrization : ``"full"`` (all of ``P, Q`` trained; the default, as in the paper's
+        text) or ``"block"`` (the authors': only the top-left ``d x d`` blocks, ``P[d,d] = 1``,
+        the rest zero), which the book trains in every setting but separate ``W_K, W_Q``
+        (``lintf.get_setting(name).model`` says which). The authors write
         attention with ``Q`` transposed; their block ``Q_b`` is our ``Q_b^T``
         (:func:`from_authors_block`).
     init_std : standard deviation of the i.i.d. normal initialisation of attention weights.

@@ -114,6 +114,15 @@ def _ax(ax, figsize=None) -> Axes:
     return ax
 
 
+def _runs_frame(name: str, frame, columns) -> pd.DataFrame:
+    """Check ``frame`` holds ``columns``; a frame without a ``setting`` column (as
+    :func:`lintf.train` returns: one model, one prompt distribution) is one setting, named
+    ``"-"``."""
+    if isinstance(frame, pd.DataFrame) and "setting" not in frame.columns and "setting" in columns:
+        frame = frame.assign(setting="-")
+    return _check_frame(name, frame, columns)
+
+
 def _one_setting(frame: pd.DataFrame, setting, name: str) -> pd.DataFrame:
     have = list(pd.unique(frame["setting"]))
     if setting is None:
@@ -199,7 +208,7 @@ def loss_curves(history: pd.DataFrame, quantity: str = "eval_loss", setting: str
     out of the mean and band; its finite records before it diverged are drawn faint, with a
     cross at the last one (artists with gid ``"diverged"``).
     """
-    _check_frame("history", history, _RUN + ["step", "quantity", "value"])
+    history = _runs_frame("history", history, _RUN + ["step", "quantity", "value"])
     check_choice("quantity", quantity, tuple(_YLABEL))
     check_choice("band", band, ("range", "none"))
     optimizers = _check_optimizers(optimizers)
@@ -299,7 +308,7 @@ def rmed_curves(conditioning: pd.DataFrame, method: str, setting: str | None = N
     conditioning : tidy (setting, optimizer, lr, seed, step, method, value), one setting.
     method : ``"eig"`` (Hessian eigenvalues) or ``"diag"`` (Hessian diagonal).
     """
-    _check_frame("conditioning", conditioning, _RUN + ["step", "method", "value"])
+    conditioning = _runs_frame("conditioning", conditioning, _RUN + ["step", "method", "value"])
     check_choice("method", method, tuple(_RMED_LABEL))
     check_choice("band", band, ("range", "none"))
     optimizers = _check_optimizers(optimizers)
@@ -396,7 +405,10 @@ def forest(parts: pd.DataFrame, ax: Axes | None = None) -> Axes:
     that the claimed side is to the right, with the decision rule's one-sided bounds, coloured
     by the part's verdict (symmetric-log x axis: the parts' units differ, the side does not).
 
-    parts : one row per part: claim, part, statistic, low, high, threshold, side, verdict.
+    parts : one row per part: claim, part, statistic, low, high, threshold, side, verdict
+        (and ``n``, the seeds, if known). A part with no finite bound (too few seeds for the
+        rule) gets a line of text instead of a bar across the panel. The legend sits above
+        the axes, off the rows.
     """
     _check_frame("parts", parts, ["claim", "part", "statistic", "low", "high", "threshold", "side", "verdict"])
     sign = np.where(parts["side"].to_numpy() == "greater", 1.0, -1.0)
@@ -412,9 +424,14 @@ def forest(parts: pd.DataFrame, ax: Axes | None = None) -> Axes:
     y = np.arange(n)[::-1]
     for i, row in enumerate(parts.itertuples()):
         color = VERDICT_COLORS.get(row.verdict, "#333333")
-        a = left[i] if np.isfinite(left[i]) else -span
-        b = right[i] if np.isfinite(right[i]) else span
-        ax.plot([a, b], [y[i], y[i]], color=color, lw=2.2, alpha=0.8, solid_capstyle="butt")
+        if not (np.isfinite(left[i]) or np.isfinite(right[i])):      # nothing the rule could bound
+            seeds = f" ({int(row.n)} seed{'s' * (int(row.n) != 1)})" if "n" in parts.columns else ""
+            ax.text(0, y[i], f"  no finite bound{seeds}: too few seeds to test", color=color,
+                    fontsize=7, va="center", ha="left")
+        else:
+            a = left[i] if np.isfinite(left[i]) else -span
+            b = right[i] if np.isfinite(right[i]) else span
+            ax.plot([a, b], [y[i], y[i]], color=color, lw=2.2, alpha=0.8, solid_capstyle="butt")
         if np.isfinite(centre[i]):
             ax.plot(centre[i], y[i], "o", color=color, ms=4)
     ax.axvline(0, color=FIT_COLOR, lw=0.9)
@@ -423,7 +440,9 @@ def forest(parts: pd.DataFrame, ax: Axes | None = None) -> Axes:
     ax.set_yticks(y, [f"{int(r.claim)}: {r.part}"[:60] for r in parts.itertuples()], fontsize=7)
     ax.set_xlabel("statistic minus threshold, claimed side to the right (symmetric log scale)")
     handles = [Line2D([], [], color=c, lw=2.2, label=v) for v, c in VERDICT_COLORS.items()]
-    ax.legend(handles=handles, loc="lower right", fontsize=8)
+    # above the axes, so that it never covers a part's row
+    ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(handles), fontsize=8,
+              frameon=False)
     ax.grid(axis="y", alpha=0.15)
     return ax
 
@@ -434,10 +453,10 @@ def smoothness_curves(history: pd.DataFrame, setting: str | None = None, ax: Axe
     """Directional smoothness ``u^T H u`` against iteration on a log axis (Fig 5).
 
     Each seed's log smoothness is smoothed by a centred rolling mean over ``window``
-    steps (said in the legend), then averaged over seeds, with a min-max band of the
+    records (the legend says how many steps they span), then averaged over seeds, with a min-max band of the
     smoothed seeds. Non-positive values (log undefined) are skipped.
     """
-    _check_frame("history", history, _RUN + ["step", "quantity", "value"])
+    history = _runs_frame("history", history, _RUN + ["step", "quantity", "value"])
     window = check_int("window", window)
     check_choice("band", band, ("range", "none"))
     optimizers = _check_optimizers(optimizers)
@@ -447,6 +466,8 @@ def smoothness_curves(history: pd.DataFrame, setting: str | None = None, ax: Axe
     sm = h[h["quantity"] == "smoothness"]
     if sm.empty:
         raise ValueError("history has no 'smoothness' records")
+    gaps = np.diff(np.unique(sm["step"].to_numpy()))
+    spacing = int(gaps.min()) if len(gaps) else 1                    # steps between two records
     counts = []
     for opt, lr, runs, n_lrs in _per_optimizer(sm, optimizers):
         seeds = sorted(pd.unique(runs["seed"]))
@@ -454,7 +475,7 @@ def smoothness_curves(history: pd.DataFrame, setting: str | None = None, ax: Axe
         wide = _seed_curves(runs[~runs["seed"].isin(gone)])
         wide = wide.rolling(window, center=True, min_periods=max(1, window // 2)).mean()
         lrs = sorted(pd.unique(sm[sm["optimizer"] == opt]["lr"]))
-        label = _label(opt, lr, n_lrs, f" ({window}-step rolling mean)")
+        label = _label(opt, lr, n_lrs, f" ({window * spacing}-step rolling mean)")
         counts.append((_label(opt, lr, n_lrs), len(gone), len(seeds)))
         _draw_band(ax, wide, PALETTE[opt], label, LINESTYLES[lrs.index(lr) % 4], band)
     _note_diverged(ax, counts)
@@ -476,7 +497,7 @@ def smoothness_vs_gradnorm(history: pd.DataFrame, setting: str | None = None, ax
     ``lr`` (needed when the frame holds several rates) where both are finite and > 0.
     The colour scale runs from 0 to ``max_step`` so that panels compare.
     """
-    _check_frame("history", history, _RUN + ["step", "quantity", "value"])
+    history = _runs_frame("history", history, _RUN + ["step", "quantity", "value"])
     check_choice("optimizer", optimizer, tuple(PALETTE))
     max_step = check_int("max_step", max_step)
     h = _one_setting(history, setting, "history")
@@ -522,6 +543,12 @@ def _lr_lookup(spec, opt: str, setting) -> float | None:
     return None if val is None or not math.isfinite(float(val)) else float(val)
 
 
+MAX_DECADES = 4
+""":func:`lr_grid`'s y axis spans at most this many decades above the lowest final loss: a
+seed whose loss blew up without diverging is marked at the top instead of flattening the
+other curves."""
+
+
 @_styled
 def lr_grid(sweep: pd.DataFrame, setting: str | None = None, ax: Axes | None = None,
             chosen=None, published: Mapping | None = None, optimizers=("sgdm", "adam")) -> Axes:
@@ -529,7 +556,9 @@ def lr_grid(sweep: pd.DataFrame, setting: str | None = None, ax: Axes | None = N
 
     sweep : tidy (setting, optimizer, lr, seed, final_loss, diverged), one setting.
     Per seed final losses are dots; the line joins the mean over seeds of rates where
-    no seed diverged. A rate with a diverged seed is an ``x`` at the top of the panel.
+    no seed diverged. A rate with a diverged seed is an ``x`` at the top of the panel; the y
+    axis spans the runs that did not diverge, at most :data:`MAX_DECADES` decades, and a
+    rate with a loss above it is a ``^`` under the top.
     chosen : ``{optimizer: lr}`` or a :func:`lintf.summaries.best_lr` table: a star on the line.
     published : ``{optimizer: lr}``, or ``{source: {optimizer: lr}}`` for several sources
         (e.g. ``{"Table 2": ..., "README": ...}``): a marker along the bottom of the panel,
@@ -592,14 +621,25 @@ def lr_grid(sweep: pd.DataFrame, setting: str | None = None, ax: Axes | None = N
                               markeredgecolor="black", markeredgewidth=0.6, label=f"{name} rate"))
     _log(ax, "x")
     _log(ax, "y")
-    finite = s["final_loss"].to_numpy(dtype=float)
-    finite = finite[np.isfinite(finite) & (finite > 0)]
+    bad = s["diverged"].astype(bool) | ~np.isfinite(s["final_loss"].to_numpy(dtype=float))
+    finite = s.loc[~bad, "final_loss"].to_numpy(dtype=float)    # diverged runs never set the axis
+    finite = finite[finite > 0]
     if finite.size:
         # strips above (diverged marks) and below (published rates) the data keep marks off it
         lo_frac = 0.06 + 0.06 * len(optimizers) * len(sources) if sources else 0.04
-        a, b = np.log10(finite.min()), np.log10(finite.max())
+        a = np.log10(finite.min())
+        b = min(np.log10(finite.max()), a + MAX_DECADES)          # a blown-up loss must not flatten the rest
         span = max(b - a, 0.1) / (0.86 - lo_frac)
         ax.set_ylim(10 ** (a - lo_frac * span), 10 ** (a + (1 - lo_frac) * span))
+        above = s.loc[~bad & (s["final_loss"] > 10 ** b * (1 + 1e-9))]
+        for k, opt in enumerate(optimizers):
+            rates = np.unique(above.loc[above["optimizer"] == opt, "lr"].to_numpy(dtype=float))
+            if len(rates):
+                ax.plot(rates, np.full(len(rates), 0.90 - 0.05 * k), "^", color=PALETTE[opt], markersize=6,
+                        transform=top, clip_on=False)
+        if len(above):
+            handles.append(Line2D([], [], marker="^", linestyle="", color="0.3",
+                                  label=f"loss over {10 ** MAX_DECADES:g}x the lowest (off the axis)"))
     ax.set_xlabel("learning rate")
     ax.set_ylabel("final loss (squared error)")
     ax.legend(handles=ax.get_legend_handles_labels()[0] + handles, loc="upper left",
@@ -608,6 +648,65 @@ def lr_grid(sweep: pd.DataFrame, setting: str | None = None, ax: Axes | None = N
 
 
 @_styled
+@_styled
+def precision_curves(history: pd.DataFrame, quantity: str = "loss", setting: str | None = None,
+                     ax: Axes | None = None, optimizer: str = "adam", pairs: pd.DataFrame | None = None) -> Axes:
+    """The same runs in float32 and in float64 (:func:`lintf.experiments.precision_pair`): one
+    optimizer's ``quantity`` per step, one line per seed and precision (float64 solid in the
+    optimizer's colour, float32 dashed black), a cross at float32's last finite value where it
+    diverged, log y.
+
+    history : precision_pair's ``history`` (a ``precision`` column), one setting (or pick it
+        with ``setting``). quantity : ``"loss"`` (training minibatch) or ``"grad_norm"`` (before
+        clipping; with a line at :data:`lintf.experiments.FLOAT32_NORM_LIMIT`, the largest norm
+        float32 computes). pairs : precision_pair's ``pairs``; with it a dot marks, on each
+        float64 line, the step where the two precisions part (artists with gid ``"part"``).
+    """
+    history = _runs_frame("history", history, _RUN + ["step", "quantity", "value", "precision"])
+    check_choice("quantity", quantity, ("loss", "grad_norm"))
+    check_choice("optimizer", optimizer, tuple(PALETTE))
+    h = _one_setting(history, setting, "history")
+    ax = _ax(ax)
+    h = h[(h["quantity"] == quantity) & (h["optimizer"] == optimizer)]
+    part = {}
+    if pairs is not None:
+        pairs = _check_frame("pairs", pairs, ["optimizer", "seed", "part"])
+        mine = pairs[(pairs["optimizer"] == optimizer)
+                     & (pairs["setting"] == h["setting"].iloc[0] if "setting" in pairs and len(h) else True)]
+        part = {int(r.seed): int(r.part) for r in mine.itertuples() if r.part >= 0}
+    styles = {"float64": dict(color=PALETTE[optimizer], linestyle="-", linewidth=0.8, alpha=0.8),
+              "float32": dict(color="black", linestyle="--", linewidth=0.7, alpha=0.7)}
+    for prec in ("float64", "float32"):
+        for seed, run in h[h["precision"] == prec].groupby("seed"):
+            run = run.sort_values("step")
+            fin = run[np.isfinite(run["value"]) & (run["value"] > 0)]
+            if not len(fin):
+                continue
+            ax.plot(fin["step"], fin["value"], **styles[prec])
+            if prec == "float32" and len(fin) < len(run):
+                ax.plot(fin["step"].iloc[-1], fin["value"].iloc[-1], marker="x", color="black", markersize=6,
+                        linestyle="none", gid="diverged")
+            if prec == "float64" and int(seed) in part:
+                at = fin[fin["step"] <= part[int(seed)]]
+                if len(at):
+                    ax.plot(at["step"].iloc[-1], at["value"].iloc[-1], marker="o", color=PALETTE[optimizer],
+                            markersize=4, linestyle="none", gid="part")
+    ax.plot([], [], **styles["float64"], label=f"{LABELS[optimizer]}, float64")
+    ax.plot([], [], **styles["float32"], marker="x", label=f"{LABELS[optimizer]}, float32 (x: diverged)")
+    if part:
+        ax.plot([], [], marker="o", color=PALETTE[optimizer], linestyle="none", label="the two part")
+    if quantity == "grad_norm":
+        from .experiments import FLOAT32_NORM_LIMIT
+        ax.axhline(FLOAT32_NORM_LIMIT, color=FIT_COLOR, linestyle=":", linewidth=1.0,
+                   label="largest norm float32 computes")
+    _log(ax, "y")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("training loss (minibatch)\n(log scale)" if quantity == "loss"
+                  else "gradient norm before clipping\n(log scale)")
+    ax.legend()
+    return ax
+
+
 def panels(draws, ncols: int = 2, width: float = FULL_WIDTH, panel_height: float = PANEL_HEIGHT):
     """A figure of titled panels: ``draws`` is a list of ``(title, draw)`` with ``draw(ax)``
     drawing one panel (e.g. ``lambda ax: loss_curves(history, ax=ax)``). Returns ``(figure,

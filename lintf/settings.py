@@ -27,6 +27,14 @@ GRID_FACTORS = tuple(2.0 ** k for k in range(-5, 5))
 that both published rates of every setting lie on it."""
 
 
+ROLES = ("core", "covariates", "depth", "variant", "figure", "extra")
+"""What the book does with a setting (:attr:`Setting.role`)."""
+HORIZONS = ("steps", "extra_steps", "depth_steps", "variant_steps", "large_steps")
+"""The :class:`Scale` fields a setting's iterations come from (:attr:`Setting.horizon`)."""
+PRECISIONS = ("float32", "float64")
+"""The arithmetic a setting trains in (:attr:`Setting.precision`)."""
+
+
 @dataclass(frozen=True)
 class Setting:
     """One experimental setting of the paper.
@@ -37,6 +45,15 @@ class Setting:
         paper's text's (1), which the authors' code replaces for the spherical setting.
     record_smoothness : record the directional smoothness at every step (Figs 5, 15, 16).
     note : what differs from the paper's text, shown on the page.
+    role : what the book does with it (:data:`ROLES`): ``"core"`` (Settings 1-3, the scale's
+        full horizon and Hessians), ``"covariates"``, ``"depth"``, ``"variant"`` (a model variant
+        with its own small grid), ``"figure"`` (a variant shown in figures only, no claim:
+        ``Scale.variant_seeds``), ``"extra"`` (a setting of its own chapter).
+    horizon : the :class:`Scale` field that gives its iterations (:data:`HORIZONS`; see
+        :meth:`Scale.steps_for`).
+    precision : the arithmetic every training program of the setting runs in
+        (:data:`PRECISIONS`; :attr:`dtype`), part of the results' key. float64 for the depths:
+        in float32 a deep model's rare huge minibatch losses overflow (the depth chapter).
     """
 
     name: str
@@ -49,6 +66,19 @@ class Setting:
     paper_clip: float = 1.0
     record_smoothness: bool = False
     note: str = ""
+    role: str = "core"
+    horizon: str = "steps"
+    precision: str = "float32"
+
+    def __post_init__(self):
+        check_choice("role", self.role, ROLES)
+        check_choice("horizon", self.horizon, HORIZONS)
+        check_choice("precision", self.precision, PRECISIONS)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The torch dtype of :attr:`precision`."""
+        return getattr(torch, self.precision)
 
     def grid(self, optimizer: str, points: int = 10) -> tuple[float, ...]:
         """The learning-rate grid of ``optimizer``: the default times :data:`GRID_FACTORS`,
@@ -88,24 +118,27 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     _setting("setting3", "Setting 3: gamma, n=20", covariates="gamma", lrs={"sgdm": 0.02, "adam": 0.02},
              record_smoothness=True),
     _setting("sphere", "Spherical covariates, n=20", covariates="sphere", lrs={"sgdm": 5.0, "adam": 0.1},
-             clip=0.1, note="Gradient clipping at 0.1 (the authors' code) instead of the paper's 1, at which "
+             clip=0.1, role="covariates", horizon="extra_steps", note="Gradient clipping at 0.1 (the authors' code) instead of the paper's 1, at which "
                             "SGDM with the paper's rate 5 diverges within 20 steps."),
     _setting("gamma", "Heavy-tailed (gamma) covariates, n=20", covariates="gamma",
              lrs={"sgdm": 0.02, "adam": 0.02}, record_smoothness=True),   # = Setting 3: shares its runs
-    *[_setting(f"depth{L}", f"Setting 1 with L={L} layers", L=L, lrs={"sgdm": s, "adam": a})
+    *[_setting(f"depth{L}", f"Setting 1 with L={L} layers", L=L, lrs={"sgdm": s, "adam": a}, role="depth",
+               horizon="depth_steps", precision="float64")
       for L, s, a in [(2, 0.1, 0.1), (4, 0.05, 0.05), (6, 0.05, 0.05), (8, 0.05, 0.02)]],
     _setting("softmax", "Setting 1 with softmax attention", lrs={"sgdm": 0.02, "adam": 0.02},
-             model_kw={"attention": "softmax"},
+             model_kw={"attention": "softmax"}, role="variant", horizon="variant_steps",
              note="The paper gives no rates for this model: Setting 1's defaults."),
     _setting("separate_qk", "Setting 1 with separate W_K, W_Q", lrs={"sgdm": 0.02, "adam": 0.02},
-             model_kw={"qk": "separate", "parametrization": "full"},
+             model_kw={"qk": "separate", "parametrization": "full"}, role="figure", horizon="variant_steps",
              note="The paper gives no rates for this model: Setting 1's defaults. Separate W_K, W_Q "
                   "are full (d+1)x(d+1) matrices (the standard parametrization of the paper's Fig 8)."),
     _setting("large", "L=8, d=20, n=60, gaussian", L=8, d=20, n=60, lrs={"sgdm": 0.05, "adam": 0.005},
+             role="figure", horizon="large_steps",
              note="The paper gives no rates for this model: SGDM at the L=8 rate 0.05; Adam at 0.005, "
                   "since the L=8 rate 0.02 diverges within 150 steps here."),
     _setting("nonlinear", "Nonlinear (ReLU MLP) regression, n=20", covariates="mlp",
-             lrs={"sgdm": 0.05, "adam": 0.01}, model_kw={"frontend": "mlp"}, record_smoothness=True),
+             lrs={"sgdm": 0.05, "adam": 0.01}, model_kw={"frontend": "mlp"}, record_smoothness=True, role="extra",
+             horizon="variant_steps"),
 ]}
 
 
@@ -121,12 +154,20 @@ drawn after seeding with 99 (:func:`lintf.data.authors_prompts`), shared by ever
 paper's protocol; ``batches``, independent batches of ``eval_size`` prompts for each seed;
 ``large``, one batch of ``eval_large`` prompts for each seed."""
 
-VARIANT_STEPS = ("softmax", "separate_qk", "nonlinear")
+def with_role(*roles) -> tuple:
+    """The names of the settings whose :attr:`Setting.role` is among ``roles``, in
+    :data:`SETTINGS` order."""
+    for r in roles:
+        check_choice("roles", r, ROLES)
+    return tuple(n for n, s in SETTINGS.items() if s.role in roles)
+
+
+VARIANT_STEPS = tuple(n for n, s in SETTINGS.items() if s.horizon == "variant_steps")
 """Settings trained ``Scale.variant_steps`` iterations (the slow autograd variants)."""
-FIGURE_ONLY = ("separate_qk", "large")
+FIGURE_ONLY = with_role("figure")
 """Settings shown in figures that no claim is decided on (Fig 8): ``Scale.variant_seeds``."""
 
-CORE = ("setting1", "setting2", "setting3", "gamma")
+CORE = with_role("core")
 """Settings at a scale's full horizon (``gamma`` is Setting 3 under its Sec. 4.1 name)."""
 
 
@@ -146,7 +187,13 @@ class Scale:
     hessian_max_params : models with more trained parameters skip ``R_med`` at this scale
         (a ``p x p`` float64 Hessian costs ``p`` Hessian-vector products); None: no limit.
     table_steps : the iterations of the condition-number table (the paper's 750, 1250).
-    sweep_steps, sweep_seeds, grid_points : the learning-rate grid search.
+    sweep_steps, sweep_seeds, grid_points : the learning-rate grid search. ``sweep_seeds`` are
+        disjoint from every seed a claim is tested on (``seeds``, ``table_seeds``, ``noise_seeds``,
+        ``comparison_seeds``, ``variant_seeds``): a rate chosen from data is chosen on other
+        initialisations and data streams than the ones it is then tested on.
+    comparison_seeds : the seeds of the covariate and depth settings (role ``"covariates"``,
+        ``"depth"``; None: ``seeds``): claim 3 compares them with Settings 1-3 in 9 parts (12 at
+        ``paper``), which needs 8 seeds to be able to come out "does not hold" (``2^-8 <= 5% / 12``).
     noise_batches, noise_batch_size, noise_big_batch : gradient noise at initialisation
         (``noise_batches`` minibatch gradients of ``noise_batch_size`` vs one of ``noise_big_batch``),
         measured at each of ``noise_seeds`` (initialisations: the units claim 2 is decided on).
@@ -176,7 +223,7 @@ class Scale:
         last ``ablation_steps`` (:func:`lintf.experiments.ablation`).
     depth_grid : factors of the paper's depth rates tried, from the largest down, by
         :func:`lintf.experiments.stable_search`: the depth runs use the largest rate at which
-        none of their seeds diverges within the depth horizon.
+        none of the search seeds ``sweep_seeds`` diverges within the depth horizon.
     """
 
     name: str
@@ -191,7 +238,7 @@ class Scale:
     hessian_max_params: int | None = None
     table_steps: tuple = (750, 1250)
     sweep_steps: int = 10000
-    sweep_seeds: tuple = (0, 1, 2, 3, 4, 5)
+    sweep_seeds: tuple = (1000, 1001, 1002, 1003, 1004, 1005)
     grid_points: int = 10
     noise_batches: int = 10000
     noise_batch_size: int = 1000
@@ -212,6 +259,7 @@ class Scale:
     depth_grid: tuple = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
     variant_steps: int | None = None
     variant_seeds: tuple | None = None
+    comparison_seeds: tuple | None = None
     variant_sweep_steps: int | None = None
     figure_lrs: str = "grid"
     skip_variants: tuple = ()
@@ -236,6 +284,15 @@ class Scale:
             check_int(name, getattr(self, name))
         check_seeds("table_seeds", self.table_seeds)
         check_seeds("noise_seeds", self.noise_seeds)
+        tested = {"seeds": self.seeds, "table_seeds": self.table_seeds, "noise_seeds": self.noise_seeds}
+        for name in ("comparison_seeds", "variant_seeds"):
+            if getattr(self, name) is not None:
+                tested[name] = check_seeds(name, getattr(self, name))
+        shared = {name: sorted(set(self.sweep_seeds) & set(seeds)) for name, seeds in tested.items()}
+        shared = {name: both for name, both in shared.items() if both}
+        if shared:
+            raise ValueError(f"sweep_seeds {tuple(self.sweep_seeds)} must be disjoint from the seeds claims are "
+                             f"tested on; shared: " + "; ".join(f"{k} {v}" for k, v in shared.items()))
         check_choice("eval_protocol", self.eval_protocol, EVAL_PROTOCOLS)
         check_choice("figure_lrs", self.figure_lrs, ("grid", "default"))
         if max(self.table_steps) > self.table_horizon or any(s % self.checkpoint_every for s in self.table_steps):
@@ -250,45 +307,44 @@ class Scale:
 
     def steps_for(self, setting: Setting) -> int:
         """Iterations for ``setting`` (see the class docstring)."""
-        if setting.name in CORE:
-            return self.steps
-        if setting.name.startswith("depth"):
-            return self.depth_steps or self.steps
-        if setting.name == "large":
-            return self.large_steps or self.steps
-        if setting.name in VARIANT_STEPS:
-            return self.variant_steps or self.extra_steps or self.steps
-        return self.extra_steps or self.steps
+        chain = {"steps": (), "depth_steps": ("depth_steps",), "large_steps": ("large_steps",),
+                 "extra_steps": ("extra_steps",), "variant_steps": ("variant_steps", "extra_steps")}[setting.horizon]
+        return next((getattr(self, f) for f in chain if getattr(self, f)), self.steps)
 
     def seeds_for(self, setting: Setting) -> tuple:
-        """Seeds of ``setting``'s runs: ``variant_seeds`` for :data:`FIGURE_ONLY`, else ``seeds``."""
-        return self.variant_seeds if setting.name in FIGURE_ONLY and self.variant_seeds else self.seeds
+        """Seeds of ``setting``'s runs: ``variant_seeds`` for :data:`FIGURE_ONLY`,
+        ``comparison_seeds`` for the covariate and depth settings, else ``seeds``."""
+        if setting.role == "figure" and self.variant_seeds:
+            return self.variant_seeds
+        if setting.role in ("covariates", "depth") and self.comparison_seeds:
+            return self.comparison_seeds
+        return self.seeds
 
     def hessian_steps_for(self, setting: Setting, checkpoints) -> list[int]:
         """The checkpoints of ``setting`` where the exact Hessian is computed (empty when the
         model has more than ``hessian_max_params`` parameters)."""
         if self.hessian_max_params is not None and setting.model.num_params > self.hessian_max_params:
             return []
-        chosen = self.hessian_steps if setting.name in CORE else self.extra_hessian_steps
+        chosen = self.hessian_steps if setting.role == "core" else self.extra_hessian_steps
         return sorted(checkpoints if chosen is None else set(checkpoints) & set(chosen))
 
 
 SCALES: dict[str, Scale] = {s.name: s for s in [
     Scale("paper", steps=10000, seeds=tuple(range(6)), table_seeds=tuple(range(50)), eval_batches=10,
           eval_large=20000, curve_sizes=(1000, 2000, 5000, 10000, 20000, 50000, 100000), curve_chunks=300,
-          noise_seeds=tuple(range(6))),
+          noise_seeds=tuple(range(8)), comparison_seeds=tuple(range(8))),
     # Sized for a 20-minute build on 2 CPU cores from an empty store (measured: README).
     Scale("cpu", steps=1250, seeds=tuple(range(6)), smoothness_every=20, hessian_steps=tuple(range(0, 1251, 250)),
-          extra_hessian_steps=(0, 250, 750), hessian_max_params=300, sweep_steps=200,
-          sweep_seeds=(0, 1), noise_batches=200, noise_big_batch=10000, depth_steps=750, extra_steps=750,
+          extra_hessian_steps=(0, 250, 750), hessian_max_params=400, sweep_steps=200,
+          sweep_seeds=(1000, 1001), noise_batches=200, noise_big_batch=10000, depth_steps=1250, extra_steps=1250,
           large_steps=50, table_seeds=tuple(range(20)), eval_batches=2, eval_large=2000,
-          curve_sizes=(1000, 2000, 5000, 10000, 20000), curve_chunks=40, noise_seeds=tuple(range(6)),
-          variant_grid_points=3, variant_steps=120, variant_seeds=(0, 1, 2), variant_sweep_steps=100,
+          curve_sizes=(1000, 2000, 5000, 10000, 20000), curve_chunks=40, noise_seeds=tuple(range(8)),
+          comparison_seeds=tuple(range(8)), variant_grid_points=3, variant_steps=120, variant_seeds=(0, 1, 2), variant_sweep_steps=100,
           depth_grid=(1 / 4, 1.0), figure_lrs="default", skip_variants=("large",),
           ablation_steps=300, ablation_sweep_steps=100, ablation_factors=(0.5, 1.0, 2.0)),
     Scale("ci", steps=60, seeds=(0, 1, 2, 3, 4, 5), batch_size=100, eval_every=10, checkpoint_every=20,
           hessian_steps=(0, 20, 40), extra_hessian_steps=(0, 20), hessian_max_params=300, table_steps=(20, 40),
-          sweep_steps=20, sweep_seeds=(0, 1), grid_points=4, noise_batches=40, noise_batch_size=100,
+          sweep_steps=20, sweep_seeds=(1000, 1001), grid_points=4, noise_batches=40, noise_batch_size=100,
           noise_big_batch=1000, table_seeds=tuple(range(6)), table_horizon=60, eval_size=100, eval_batches=2,
           eval_large=300, curve_sizes=(100, 200, 400), curve_chunks=8, noise_seeds=tuple(range(6)),
           variant_grid_points=3, depth_grid=(0.25, 1.0), ablation_steps=60, ablation_sweep_steps=20,
@@ -305,5 +361,8 @@ def default_scale() -> str:
     """``$LINTF_SCALE`` if set, else ``"paper"`` when CUDA is available and ``"cpu"`` otherwise."""
     env = os.environ.get("LINTF_SCALE")
     if env:
-        return get_scale(env).name
+        if env not in SCALES:
+            raise ValueError(f"the environment variable LINTF_SCALE must be one of {', '.join(map(repr, SCALES))} "
+                             f"(or unset: 'paper' with CUDA, else 'cpu'); got {env!r}")
+        return env
     return "paper" if torch.cuda.is_available() else "cpu"

@@ -65,6 +65,12 @@ class Result:
     path: Path
     from_cache: bool
 
+    def __repr__(self) -> str:
+        """One line: the frames' shapes, how many tensors, the key's start (never the data)."""
+        frames = ", ".join(f"{k} {v.shape[0]}x{v.shape[1]}" for k, v in self.frames.items())
+        return (f"Result(frames: {frames}; {len(self.tensors)} tensors; key {self.key[:12]}...; "
+                f"from_cache={self.from_cache}; path {str(self.path)!r})")
+
 
 def results_dir() -> Path:
     """Default store root: ``$LINTF_RESULTS`` if set, else ``~/.cache/lintf/results``.
@@ -184,11 +190,77 @@ def _write_file(path: Path, data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _bare(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` without its ``attrs`` (pandas writes them into the parquet file: a frame derived
+    from stored ones would carry their provenance, and its bytes the time they were made)."""
+    if not frame.attrs:
+        return frame
+    frame = frame.copy(deep=False)
+    frame.attrs = {}
+    return frame
+
+
 def _lintf_version() -> str:
     try:
         return metadata.version("lintf")
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+def environment(device: str = "cpu") -> dict:
+    """Where a result is computed, for its manifest: ``host``, ``torch`` and ``cuda`` versions,
+    ``device`` (``"cpu"`` or ``"cuda"``), ``device_name`` (the GPU's name, else the CPU's) and
+    the ``precision`` flags in force (:func:`lintf.engine.precision_flags`)."""
+    import platform
+    import socket
+
+    from .engine import precision_flags
+    device = str(device).split(":")[0]
+    if device == "cuda" and torch.cuda.is_available():
+        name = torch.cuda.get_device_name()
+    else:
+        name = platform.processor() or platform.machine() or "cpu"
+    return {"host": socket.gethostname(), "torch": torch.__version__, "cuda": torch.version.cuda,
+            "device": device, "device_name": name, "precision": precision_flags(device)}
+
+
+def provenance(result: "Result") -> dict:
+    """The provenance of a stored ``result`` from its manifest: ``kind``, ``created`` (ISO UTC),
+    ``host``, ``device``, ``device_name``, ``source_hash``, ``torch``, ``cuda``, ``precision``
+    (absent fields of older manifests are ``None``)."""
+    try:
+        manifest = json.loads((Path(result.path) / MANIFEST).read_bytes())
+    except (OSError, ValueError):
+        manifest = {}
+    keys = ("created", "host", "device", "device_name", "source_hash", "torch", "cuda", "precision")
+    return {"kind": manifest.get("name"), **{k: manifest.get(k) for k in keys}}
+
+
+FUNCTIONS = {"training": "training", "sweep": "lr_sweep", "conditioning": "conditioning",
+             "curve": "batch_size_curve", "noise": "gradient_noise", "precision": "precision_pair"}
+"""The :mod:`lintf.experiments` function that makes each kind of stored result."""
+
+
+def provenance_sentence(records) -> str:
+    """One caption sentence from provenance records (:func:`provenance` dicts, with ``scale``),
+    e.g. ``"Computed at scale ci on cpu (host, 2026-12-04 16:40 UTC), lintf source 1a2b3c4d, by
+    lintf.experiments.training."``; several records: their distinct values joined, the time
+    span of their creation."""
+    records = [r for r in (records or []) if r]
+    if not records:
+        return ""
+
+    def distinct(field, fmt=str):
+        return ", ".join(dict.fromkeys(fmt(r[field]) for r in records if r.get(field)))
+
+    times = sorted(r["created"] for r in records if r.get("created"))
+    when = [datetime.datetime.fromisoformat(t).astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+            for t in (times[0], times[-1])] if times else []
+    span = (when[0] if when[0] == when[1] else f"{when[0]} to {when[1]}") if when else "time unknown"
+    funcs = distinct("kind", lambda k: f"lintf.experiments.{FUNCTIONS.get(k, k)}")
+    return (f"Computed at scale {distinct('scale') or 'unknown'} on {distinct('device') or 'unknown device'} "
+            f"({distinct('host') or 'host unknown'}, {span}), lintf source {distinct('source_hash', lambda h: h[:8])}"
+            f", by {funcs}.")
 
 
 class ResultStore:
@@ -270,7 +342,7 @@ class ResultStore:
         self._sweep_tmp(folder)
         tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP}{folder.name}-", dir=self.root))
         try:
-            files = {f"{f}.parquet": _write_file(tmp / f"{f}.parquet", df.to_parquet(None))
+            files = {f"{f}.parquet": _write_file(tmp / f"{f}.parquet", _bare(df).to_parquet(None))
                      for f, df in frames.items()}
             if tensors:
                 buffer = io.BytesIO()
@@ -279,7 +351,8 @@ class ResultStore:
                 files[TENSORS] = _write_file(tmp / TENSORS, buffer.getvalue())
             manifest = {"name": name, "key": key, "config": config, "source_hash": source_hash(),
                         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                        "lintf_version": _lintf_version(), "frames": list(frames), "files": files}
+                        "lintf_version": _lintf_version(), "frames": list(frames), "files": files,
+                        **environment(config.get("device", "cpu") if isinstance(config, dict) else "cpu")}
             # Written last: a folder with a complete manifest is a complete result.
             _write_file(tmp / MANIFEST, json.dumps(manifest, indent=1, default=repr).encode())
             _fsync_dir(tmp)

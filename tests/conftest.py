@@ -1,8 +1,11 @@
 """Session fixtures: the book built once at ci scale, and a local server for it.
 
-`built_site` runs the same command a reader types (`jupyter-book build book/ -W -n
---keep-going`) with LINTF_SCALE=ci, from an empty `book/_build`, once per pytest session.
-Tests that use it are slow: mark them `@pytest.mark.slow`.
+`built_site` first computes the plan of the ci scale (`python -m lintf compute --scale ci
+--workers 2`) into an empty results store, then runs the same command a reader types
+(`jupyter-book build book/ -W -n --keep-going`) with LINTF_SCALE=ci and LINTF_READ_ONLY=1, from
+an empty `book/_build`, once per pytest session: a chapter that reads an experiment the plan
+does not hold fails the build, so plan and book cannot drift. Tests that use it are slow: mark
+them `@pytest.mark.slow`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ BOOK = ROOT / "book"
 BUILD = BOOK / "_build"
 HTML = BUILD / "html"
 BUILD_COMMAND = ["jupyter-book", "build", "book/", "-W", "-n", "--keep-going"]
+COMPUTE_COMMAND = ["-m", "lintf", "compute", "--scale", "ci", "--workers", "2"]
 
 # myst-nb logs one of these per executed chapter; the terminal summary repeats them.
 _EXECUTED = re.compile(r"^(?P<path>.+?\.ipynb): Executed notebook in (?P<seconds>[0-9.]+) seconds")
@@ -68,14 +72,25 @@ def _error_reports(html: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def built_site(book_build_command) -> Path:
-    """Build the whole book from scratch at ci scale; return book/_build/html.
+def built_site(book_build_command, tmp_path_factory) -> Path:
+    """Compute the ci plan into an empty store, then build the whole book from scratch at ci
+    scale reading that store only (LINTF_READ_ONLY=1); return book/_build/html.
 
     The build directory is removed first: Sphinx re-reads (and so re-executes) only
     changed notebooks, and an edit to lintf changes none of them.
     """
     shutil.rmtree(BUILD, ignore_errors=True)
-    env = {**os.environ, "LINTF_SCALE": "ci"}
+    store = tmp_path_factory.mktemp("results") / "store"
+    env = {**os.environ, "LINTF_SCALE": "ci", "LINTF_RESULTS": str(store), "LINTF_PROGRESS": "0"}
+    env.pop("LINTF_READ_ONLY", None)
+    start = time.perf_counter()
+    compute = subprocess.run([sys.executable, *COMPUTE_COMMAND], cwd=ROOT, env=env, capture_output=True, text=True,
+                             check=False)
+    _BUILD_REPORT.update(compute_seconds=time.perf_counter() - start, compute=compute.stdout.strip())
+    if compute.returncode != 0:
+        pytest.fail(f"`python {' '.join(COMPUTE_COMMAND)}` exited with {compute.returncode}:\n"
+                    f"{compute.stdout[-3000:]}\n{compute.stderr[-3000:]}", pytrace=False)
+    env["LINTF_READ_ONLY"] = "1"
     start = time.perf_counter()
     proc = subprocess.run(
         book_build_command,
@@ -124,8 +139,14 @@ def pytest_terminal_summary(terminalreporter):
     if not _BUILD_REPORT:
         return
     terminalreporter.section("book build (LINTF_SCALE=ci)")
+    if "compute_seconds" in _BUILD_REPORT:
+        terminalreporter.write_line(f"python {' '.join(COMPUTE_COMMAND)}: {_BUILD_REPORT['compute_seconds']:.1f} s "
+                                    f"wall ({_BUILD_REPORT['compute'].splitlines()[-1] if _BUILD_REPORT['compute'] else ''})")
+    if "rc" not in _BUILD_REPORT:
+        return
     terminalreporter.write_line(
-        f"{' '.join(BUILD_COMMAND)}: exit {_BUILD_REPORT['rc']}, {_BUILD_REPORT['seconds']:.1f} s wall"
+        f"{' '.join(BUILD_COMMAND)} (LINTF_READ_ONLY=1): exit {_BUILD_REPORT['rc']}, "
+        f"{_BUILD_REPORT['seconds']:.1f} s wall"
     )
     for name, took in _BUILD_REPORT["chapters"]:
         terminalreporter.write_line(f"  {name:<20} {took}")

@@ -6,14 +6,14 @@ def test_caption_names_what_the_figure_shows():
     p = chapter.parameters(scale="ci", device="cpu", seeds=[0, 2])
     text = chapter.caption("Fig 9.", ("sphere", "gamma"), p, what="Loss.", steps=60)
     for part in ("**Fig 9.**", "Loss.", "Spherical covariates", "gamma", "Scale `ci`, 60 iterations",
-                 "seeds [0, 2] (mean and band over seeds)", "parametrization `block`", "clipping at 0.1"):
+                 "seeds [0, 2] (geometric mean over seeds, band from the lowest to the highest seed)", "parametrization `block`", "clipping at 0.1"):
         assert part in text, (part, text)
 
 
 def test_caption_summary_can_say_otherwise_or_nothing():
     p = chapter.parameters(scale="ci", device="cpu")
     pooled = chapter.caption("Fig 3.", "setting1", p, summary="pooled over seeds")
-    assert "(pooled over seeds)" in pooled and "mean and band" not in pooled
+    assert "(pooled over seeds)" in pooled and "band" not in pooled
     plain = chapter.caption("Fig 16.", "setting1", p, summary=None)
     assert f"seeds {list(p.scale.seeds)}, parametrization" in plain
 
@@ -139,3 +139,11 @@ def test_rates_used_names_each_setting_and_optimizer():
                          "lr": [0.02, 0.005, 0.01]})
     assert chapter.rates_used(runs) == "Setting 1: gaussian, n=20: SGDM 0.02, Adam 0.005; " + \
         f"{__import__('lintf').get_setting('gamma').title}: Adam 0.01"
+
+
+def test_caption_seeds_and_notes_can_be_the_figure_s():
+    p = chapter.parameters(scale="ci", device="cpu")
+    text = chapter.caption("Table.", "setting1", p, seeds=p.scale.table_seeds, summary="one dot each")
+    assert f"seeds {list(p.scale.table_seeds)} (one dot each)" in text
+    assert "Adam lr 0.02" in text                                   # Setting 1's note on its rate
+    assert "Adam lr" not in chapter.caption("Fig 3.", "setting1", p, notes=False)

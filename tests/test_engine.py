@@ -100,7 +100,7 @@ def test_shared_seed_shares_init_and_batches(program):
 
 def test_records_and_checkpoints(program):
     h = program.history
-    assert set(h.quantity) == {"loss", "grad_norm", "eval_loss"}
+    assert set(h.quantity) == {"loss", "grad_norm", "eval_loss", "seed_eval_loss"}
     assert sorted(h[h.quantity == "eval_loss"].step.unique()) == [0, 10, 20, 30]
     assert sorted(program.checkpoints) == [0, 10, 20, 30]
     assert program.params_at(30)["P"].shape == (12, 2, 4, 4)

@@ -111,34 +111,30 @@ def test_bad_protocols_fail_before_any_compute(tiny, call, match):
 
 def test_stable_search_takes_the_largest_rate_without_divergence(tiny, monkeypatch):
     """With a rate that diverges every run, the search moves that optimizer down the grid and
-    the other stays; the runs at the paper's rates are the first try."""
-    depth = dataclasses.replace(settings.get_setting("depth2"), lrs={"sgdm": 1e6, "adam": 0.01})
+    the other stays; it chooses on the search seeds, disjoint from the tested ones, which then
+    train at the chosen rates (the same store entry as training at those rates)."""
+    depth = dataclasses.replace(settings.get_setting("depth2"), lrs={"sgdm": 1e100, "adam": 0.01})
     monkeypatch.setitem(settings.SETTINGS, "depth2", depth)
     rates, tries = E.stable_search("depth2", "tiny")
+    # (1e100: float64, the depths' precision, computes the loss of a rate of 1e6 at L = 2)
     # every SGDM rate of the grid diverges: it keeps the smallest; Adam trains at its first rate
-    assert rates == {"sgdm": 1e6 * 0.5, "adam": 0.01}
-    assert tries[tries.optimizer == "sgdm"].lr.tolist() == [1e6, 5e5]
-    assert (tries[tries.optimizer == "sgdm"].diverged == tries[tries.optimizer == "sgdm"].runs).all()
-    assert tries[tries.optimizer == "adam"].diverged.tolist() == [0]
+    assert rates == {"sgdm": 1e100 * 0.5, "adam": 0.01}
+    search, tested = tries[tries.seeds == "search"], tries[tries.seeds == "tested"]
+    assert search[search.optimizer == "sgdm"].lr.tolist() == [1e100, 5e99]
+    assert (search[search.optimizer == "sgdm"].diverged == search[search.optimizer == "sgdm"].runs).all()
+    assert search[search.optimizer == "adam"].diverged.tolist() == [0]
+    assert set(search.runs) == {len(TINY.sweep_seeds)} and set(tested.runs) == {len(TINY.seeds)}
+    assert dict(zip(tested.optimizer, tested.lr)) == rates
     assert E.learning_rates("depth2", "tiny", lrs="stable") == rates
-    # the runs at the chosen rates are the search's own runs, not trained again: Adam's from
-    # the first try, SGDM's from the one program of the smaller rates
     chosen = E.training("depth2", "tiny", lrs="stable")
-    first = E.training("depth2", "tiny", lrs={"sgdm": 1e6, "adam": 0.01})
-    lower = E.grid_training("depth2", "tiny", [("sgdm", 5e5)])
-    assert first.from_cache and lower.from_cache
-    runs = chosen.frames["runs"]
-    assert runs[["optimizer", "lr"]].drop_duplicates().values.tolist() == [["sgdm", 5e5], ["adam", 0.01]]
-    assert runs["run"].tolist() == list(range(len(runs)))
-    picks = {"sgdm": (lower, 5e5), "adam": (first, 0.01)}
-    for o, (res, lr) in picks.items():
-        mine = torch.tensor(runs.index[runs.optimizer == o].tolist())
-        theirs = torch.tensor(res.frames["runs"].query("optimizer == @o and lr == @lr")["run"].tolist())
-        for key, v in chosen.tensors.items():
-            assert torch.equal(v[mine], res.tensors[key][theirs]), key
-        h, g = chosen.frames["history"], res.frames["history"]
-        pd.testing.assert_frame_equal(h[h.optimizer == o].reset_index(drop=True),
-                                      g[(g.optimizer == o) & (g.lr == lr)].reset_index(drop=True))
+    assert sorted(set(chosen.frames["runs"].seed)) == sorted(TINY.seeds)
+    again = E.training("depth2", "tiny", lrs=rates)
+    assert again.from_cache and again.key == chosen.key
+    tried = E.training("depth2", "tiny", lrs={"sgdm": 1e100, "adam": 0.01}, seeds=TINY.sweep_seeds, smoothness=False)
+    assert tried.from_cache and not set(tried.frames["runs"].seed) & set(TINY.seeds)
+    # a search on seeds the runs are tested on is refused
+    with pytest.raises(ValueError, match="disjoint"):
+        E.stable_search("depth2", "tiny", seeds=[0, TINY.sweep_seeds[0]])
 
 
 def test_scorecard_shows_the_chapters_verdicts(tiny):
@@ -257,8 +253,9 @@ def test_the_books_display_tables(tiny):
     curves = B.batch_curves(ctx, ["setting1"])
     pd.testing.assert_frame_equal(curves, E.batch_size_curve("setting1", "tiny").frames["curve"])
     verdicts = {k: B.hypothesis(k, ctx) for k in HYPOTHESES}
-    parts = B.parts(verdicts)
+    parts = B.parts(verdicts, untested=True)
     assert len(parts) == sum(len(v.details["parts"]) for v in verdicts.values())
+    assert (B.parts(verdicts)["verdict"] != "untested").all()  # the forest draws tested parts only
     assert list(pd.unique(parts["claim"])) == list(HYPOTHESES)
     assert B.parts({}).empty
     counts = B.counts(verdicts, [{"claim": "A9"}])
@@ -277,7 +274,7 @@ def test_the_books_display_tables(tiny):
     assert stable["rate used"].tolist() == [f"{search['depth2'][0][o]:g}" for o in ("sgdm", "adam")]
     noise = B.noise(ctx, ["setting1"])
     tails = B.tail_table(noise["noise"], noise["spectrum"])
-    assert tails["title"].tolist() == [settings.get_setting("setting1").title] and "kurtosis excess" in tails
+    assert tails["title"].tolist() == [settings.get_setting("setting1").title] and "excess over the null" in tails
 
 
 def test_rmed_medians_are_medians_over_seeds():

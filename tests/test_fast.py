@@ -140,12 +140,11 @@ CONFIGS = [("sgdm", 0.05), ("adam", 0.01), ("adam", 0.03)]
 
 
 def _program(monkeypatch, hand, model=MODEL, chunk=None):
-    monkeypatch.setattr(fast, "supports", lambda m: hand and m.attention == "linear" and m.qk == "joint"
-                        and m.frontend == "none")
     if chunk is not None:
         monkeypatch.setattr(engine, "CHUNK_RUNS", chunk)
     return engine.train(model, PROMPTS, CONFIGS, [0, 1], steps=12, batch_size=40, eval_every=4, checkpoint_every=6,
-                        record_smoothness=True, device="cpu", progress=False, dtype=f64)
+                        record_smoothness=True, device="cpu", progress=False, dtype=f64,
+                        backend="fast" if hand else "autograd")
 
 
 @pytest.mark.parametrize("model", [MODEL, Model(L=2, d=3, parametrization="block")])

@@ -8,7 +8,8 @@
 - The scorecard is read (executed) last: it only reads what the other chapters stored,
   and Sphinx would otherwise read the chapters in alphabetical order.
 - Progress bars are turned off in the kernels the build starts (``LINTF_PROGRESS=0``): a
-  page is no place for a half-drawn bar. Papermill and interactive runs keep them.
+  page is no place for a half-drawn bar (a kernel draws none anyway unless
+  ``LINTF_PROGRESS=1``: :mod:`lintf.progress`).
 """
 import os
 

@@ -1,0 +1,217 @@
+"""``python -m lintf``: plan, compute (resumable after kill -9), pack/unpack, and bad input."""
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import lintf.plan as P
+from lintf.settings import get_scale
+from lintf.store import ResultStore
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def lintf(*args, store, timeout=300, env=None):
+    """Run ``python -m lintf ARGS`` with the store at ``store``; the CompletedProcess."""
+    environ = {**os.environ, "LINTF_RESULTS": str(store), "LINTF_PROGRESS": "0", **(env or {})}
+    environ.pop("LINTF_READ_ONLY", None)
+    return subprocess.run([sys.executable, "-m", "lintf", *args], cwd=ROOT, env=environ, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def one_line_error(proc, *words):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["plan", "--scale", "huge"], ["--scale", "paper, cpu, ci", "'huge'"]),
+    (["compute", "--scale", "ci", "--workers", "0"], ["--workers", ">= 1"]),
+    (["compute", "--scale", "ci", "--workers", "two"], ["--workers", ">= 1"]),
+    (["plan", "--scale", "ci", "--only", "smoothness,nope"], ["--only", "adaptive_vs_sgd", "'smoothness,nope'"]),
+    (["compute", "--scale", "ci", "--device", "tpu"], ["--device", "'cpu'", "'tpu'"]),
+    (["compute", "--scale", "ci", "--workers", "1", "--scheduler", "tcp://127.0.0.1:9"], ["not allowed"]),
+    (["pack", "--scale", "ci", "--part-size", "12Q", "x.tar"], ["--part-size", "K, M or G"]),
+    (["unpack", "missing.tar"], ["missing.tar", "no such pack"]),
+    (["frobnicate"], ["plan", "compute", "pack", "unpack"]),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, words):
+    store = tmp_path / "store"
+    one_line_error(lintf(*args, store=store), *words)
+    assert not store.exists()
+
+
+def test_cuda_without_cuda_is_refused(tmp_path):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    one_line_error(lintf("compute", "--scale", "ci", "--device", "cuda", store=tmp_path / "s"), "--device", "CUDA")
+
+
+def test_unreachable_scheduler_fails_fast(tmp_path):
+    start = time.monotonic()
+    proc = lintf("compute", "--scale", "ci", "--only", "smoothness", "--scheduler", "tcp://127.0.0.1:9",
+                 "--connect-timeout", "3", store=tmp_path / "s", timeout=60)
+    one_line_error(proc, "--scheduler", "tcp://127.0.0.1:9", "3 s")
+    assert time.monotonic() - start < 40
+    assert not (tmp_path / "s").exists()
+
+
+def test_plan_lists_experiments_and_totals(tmp_path):
+    proc = lintf("plan", "--scale", "ci", "--only", "smoothness", store=tmp_path / "s")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    rows = [line for line in lines if line.startswith("training/")]
+    assert [r.split()[0] for r in rows] == ["training/setting1", "training/setting2", "training/setting3"]
+    for r in rows:
+        name, setting, iterations, unit, state, secs = r.split()
+        assert setting == name.split("/")[1] and iterations == "720" and unit == "train" and state == "missing"
+        assert float(secs.replace(",", "")) >= 0
+    assert any(line.strip().startswith("smoothness") and "3 experiments,   3 missing" in line for line in lines)
+    assert lines[-1] == "missing: 3 of 3 experiments"
+    assert not (tmp_path / "s").exists()
+
+
+def _entries(store: Path) -> list:
+    return sorted(p.name for p in store.iterdir() if not p.name.startswith(".")) if store.exists() else []
+
+
+def test_kill_9_then_resume_computes_only_what_is_missing(tmp_path):
+    store = tmp_path / "s"
+    env = {**os.environ, "LINTF_RESULTS": str(store), "LINTF_PROGRESS": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "lintf", "compute", "--scale", "ci", "--only", "depth"], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # the first experiment (the gradient noise of L=2 at 6 seeds) is 6 entries: kill in the next one
+    deadline = time.monotonic() + 240
+    while len(_entries(store)) < 7 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert proc.poll() is None, "compute ended before the kill"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    done = _entries(store)
+    assert done, "nothing was stored before the kill"
+    before = lintf("plan", "--scale", "ci", "--only", "depth", "--no-estimate", store=store)
+    missing, total = map(int, before.stdout.strip().splitlines()[-1].split()[1::2])
+    assert 0 < missing < total
+    again = lintf("compute", "--scale", "ci", "--only", "depth", store=store)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip().splitlines()[-1].startswith(f"computed {missing}, reused {total - missing}, failed 0")
+    assert set(done) <= set(_entries(store))
+
+
+@pytest.fixture(scope="module")
+def computed(tmp_path_factory):
+    """A store holding the smoothness chapter's experiments at ci scale."""
+    store = tmp_path_factory.mktemp("computed") / "store"
+    proc = lintf("compute", "--scale", "ci", "--only", "smoothness", store=store)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().startswith("computed 3, reused 0, failed 0, wall time")
+    return store
+
+
+def _frames(store):
+    sc = get_scale("ci")
+    return {e.name: P.call(e, sc, store=ResultStore(store), progress=False, cached_only=True).frames
+            for e in P.plan(sc, only="smoothness")}
+
+
+def test_pack_unpack_round_trip(computed, tmp_path):
+    pack = tmp_path / "ci.tar"
+    proc = lintf("pack", "--scale", "ci", "--only", "smoothness", str(pack), store=computed)
+    assert proc.returncode == 0, proc.stderr
+    with tarfile.open(pack) as tar:
+        manifest = json.load(tar.extractfile("lintf-pack.json"))
+    assert manifest["format"] == "lintf-pack" and manifest["scale"] == "ci" and len(manifest["entries"]) == 3
+    entry = manifest["entries"][0]
+    for field in ("key", "experiments", "settings", "scale", "files", "source_hash", "torch", "cuda", "device",
+                  "device_name", "precision", "created", "host"):
+        assert field in entry
+    assert "manifest.json" in entry["files"] and entry["experiments"] == ["training/setting1"]
+    other = tmp_path / "other"
+    proc = lintf("unpack", str(pack), store=other)
+    assert proc.returncode == 0, proc.stderr
+    assert _entries(other) == _entries(computed)
+    a, b = _frames(computed), _frames(other)
+    for name in a:
+        for k in a[name]:
+            pd.testing.assert_frame_equal(a[name][k], b[name][k], check_exact=True)
+    assert "0 written, 3 already stored" in lintf("unpack", str(pack), store=other).stdout
+
+
+def test_pack_in_parts(computed, tmp_path):
+    pack = tmp_path / "ci.tar"
+    proc = lintf("pack", "--scale", "ci", "--only", "smoothness", "--part-size", "64K", str(pack), store=computed)
+    assert proc.returncode == 0, proc.stderr
+    parts = sorted(tmp_path.glob("ci.tar.*"))
+    assert len(parts) > 1 and not pack.exists()
+    assert [p.name for p in parts] == [f"ci.tar.{i:03d}" for i in range(len(parts))]
+    assert all(p.stat().st_size <= 64 * 1024 for p in parts)
+    other = tmp_path / "other"
+    assert lintf("unpack", str(pack), store=other).returncode == 0
+    assert _entries(other) == _entries(computed)
+
+
+def _rewrite(src: Path, dst: Path, change):
+    """Copy the tar ``src`` to ``dst`` with ``change(name, data) -> data`` applied to each member."""
+    with tarfile.open(src) as tin, tarfile.open(dst, "w") as tout:
+        for info in tin:
+            data = change(info.name, tin.extractfile(info).read())
+            info.size = len(data)
+            tout.addfile(info, io.BytesIO(data))
+
+
+def test_unpack_refuses_damaged_and_foreign_packs_whole(computed, tmp_path):
+    pack = tmp_path / "ci.tar"
+    assert lintf("pack", "--scale", "ci", "--only", "smoothness", str(pack), store=computed).returncode == 0
+    with tarfile.open(pack) as tar:
+        names = [m.name for m in tar if m.name.endswith("history.parquet")]
+    last = names[-1]
+    folder = last.split("/")[1]
+
+    # a flipped byte in the last entry: nothing is written, not even the entries before it
+    flipped = tmp_path / "flipped.tar"
+    _rewrite(pack, flipped, lambda n, d: d[:100] + bytes([d[100] ^ 1]) + d[101:] if n == last else d)
+    store = tmp_path / "s1"
+    line = one_line_error(lintf("unpack", str(flipped), store=store), str(flipped), folder, "sha256")
+    assert "history.parquet" in line and not store.exists()
+
+    # the same byte flipped in place in the raw file (the tar's own checks do not see it)
+    raw = bytearray(pack.read_bytes())
+    with tarfile.open(pack) as tar:
+        offset = tar.getmember(last).offset_data
+    raw[offset + 100] ^= 1
+    (tmp_path / "raw.tar").write_bytes(bytes(raw))
+    one_line_error(lintf("unpack", str(tmp_path / "raw.tar"), store=store), folder)
+    assert not store.exists()
+
+    # a pack of another lintf source
+    def foreign(name, data):
+        if name != "lintf-pack.json":
+            return data
+        m = json.loads(data)
+        m["source_hash"] = "0" * 64
+        return json.dumps(m).encode()
+    _rewrite(pack, tmp_path / "foreign.tar", foreign)
+    one_line_error(lintf("unpack", str(tmp_path / "foreign.tar"), store=store), "another lintf source")
+    assert not store.exists()
+
+    # not a lintf pack; a truncated one
+    with tarfile.open(tmp_path / "other.tar", "w") as tar:
+        tar.add(__file__, arcname="x.py")
+    one_line_error(lintf("unpack", str(tmp_path / "other.tar"), store=store), "not a lintf pack")
+    (tmp_path / "cut.tar").write_bytes(pack.read_bytes()[: pack.stat().st_size // 2])
+    one_line_error(lintf("unpack", str(tmp_path / "cut.tar"), store=store), "cut.tar")
+    assert not store.exists()

@@ -1,0 +1,393 @@
+"""What a newcomer meets: the README's commands run as written, papermill reads every
+parameters cell, an unknown parameter stops a chapter, setup code is folded and no line is
+cut, the library's pieces fit (train -> plot, stored run -> Hessian -> R_med, short reprs),
+and the README's findings are the scorecard's."""
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import lintf
+from lintf import chapter
+
+ROOT = Path(__file__).resolve().parents[1]
+BOOK = ROOT / "book"
+README = ROOT / "README.md"
+CHAPTERS = sorted(p.stem for p in BOOK.glob("*.ipynb"))
+MAX_LINE = 100
+# Printed by jupyter_client when a kernel runs over TCP: the environment's, not the chapter's.
+ENVIRONMENT_WARNINGS = ("Kernel is running over TCP without encryption",)
+
+
+def _cells(name: str) -> list[dict]:
+    return [c for c in json.loads((BOOK / f"{name}.ipynb").read_text(encoding="utf-8"))["cells"]
+            if c["cell_type"] == "code"]
+
+
+def _source(cell: dict) -> str:
+    return "".join(cell["source"])
+
+
+def _assigned(source: str) -> list[str]:
+    """Names a parameters cell assigns, in order (Python's own parser)."""
+    return [t.id for node in ast.parse(source).body if isinstance(node, ast.Assign)
+            for t in node.targets if isinstance(t, ast.Name)]
+
+
+# ---------------------------------------------------------------- parameters cells
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_help_notebook_lists_exactly_the_parameters_cell(name, caplog):
+    from click.testing import CliRunner
+    from papermill.cli import papermill as cli
+
+    declared = _assigned(_source(_cells(name)[0]))
+    with caplog.at_level(logging.WARNING):
+        out = CliRunner().invoke(cli, ["--help-notebook", str(BOOK / f"{name}.ipynb")])
+    assert out.exit_code == 0, out.output
+    listed = re.findall(r"^  (\w+): ", out.output, flags=re.M)
+    assert listed == declared, (listed, declared)
+    assert "Unable to parse" not in caplog.text + out.output
+    assert chapter.declared_parameters(name) == declared
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_setup_cells_are_folded_and_check_their_parameters(name):
+    params, setup = _cells(name)[:2]
+    assert "parameters" in params["metadata"]["tags"]
+    tags = setup["metadata"].get("tags", [])
+    assert {"hide-input", "remove-input"} & set(tags), (name, tags)
+    assert f'chapter="{name}", namespace=globals()' in _source(setup)
+    for cell in (params, setup):
+        long = [ln for ln in _source(cell).splitlines() if len(ln) > MAX_LINE]
+        assert not long, (name, long)
+
+
+def test_code_lines_wrap_on_the_page():
+    css = (BOOK / "_static" / "lintf.css").read_text()
+    assert "white-space: pre-wrap" in css and "div.cell div.cell_input pre" in css
+
+
+def test_an_unknown_name_stops_the_chapter_and_names_its_parameters():
+    ns = {"scale": "ci", "lr": "paper", "In": [], "Out": {}, "_": 3, "os": os, "f": len, "p": object()}
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['lr'\] for chapter 'adaptive_vs_sgd'.*'lrs'"):
+        chapter.check_injected("adaptive_vs_sgd", ns)
+    chapter.check_injected("adaptive_vs_sgd", {**ns, "lr": None, "lrs": "paper"} | {"lr": object()})
+    # names the chapter assigns itself (re-running the setup cell by hand) are no error
+    chapter.check_injected("intro", {"scale": None, "claims": [], "rows": [], "show": chapter.show})
+    with pytest.raises(TypeError, match="namespace"):
+        chapter.check_injected("intro", None)
+    with pytest.raises(ValueError, match="chapter"):
+        chapter.check_injected("../intro", {})
+
+
+def test_a_papermill_run_with_an_unknown_parameter_fails(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "papermill", "book/intro.ipynb", str(tmp_path / "out.ipynb"),
+                          "--cwd", "book", "-p", "scale", "ci", "-p", "lr", "paper"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert "unknown parameter(s) ['lr'] for chapter 'intro'" in out.stdout + out.stderr
+
+
+def test_ci_pages_say_they_are_a_smoke_test(monkeypatch):
+    import IPython.display
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", shown.append)
+    chapter.banner(chapter.parameters(scale="cpu", device="cpu"))
+    assert shown == []
+    chapter.banner(chapter.parameters(scale="ci", device="cpu"))
+    assert "Smoke test" in shown[0].data and "`ci`" in shown[0].data
+
+
+def test_a_wrong_lintf_scale_names_the_variable(monkeypatch):
+    from lintf.settings import default_scale
+    monkeypatch.setenv("LINTF_SCALE", "gpu")
+    with pytest.raises(ValueError, match=r"LINTF_SCALE must be one of 'paper', 'cpu', 'ci'.*'gpu'"):
+        default_scale()
+    monkeypatch.setenv("LINTF_SCALE", "ci")
+    assert default_scale() == "ci"
+
+
+def test_seeds_as_a_string_says_how_to_pass_a_list():
+    from lintf.checks import check_seeds
+    with pytest.raises(TypeError, match=r'-y "seeds: \[0, 1'):
+        check_seeds("seeds", "[0, 1, 2]")
+
+
+# ---------------------------------------------------------------- progress bars
+
+
+def test_progress_bars_only_on_a_terminal_unless_asked(monkeypatch):
+    from lintf import progress
+
+    class Stream:
+        def __init__(self, tty):
+            self.tty = tty
+
+        def isatty(self):
+            return self.tty
+
+    monkeypatch.delenv("LINTF_PROGRESS", raising=False)
+    monkeypatch.setattr(sys, "stderr", Stream(False))
+    assert not progress.enabled()                       # a Jupyter kernel, papermill, a pipe
+    assert progress.enabled(True) and not progress.enabled(False)
+    monkeypatch.setattr(sys, "stderr", Stream(True))
+    assert progress.enabled()                           # python -m lintf, a Python prompt
+    monkeypatch.setenv("LINTF_PROGRESS", "0")
+    assert not progress.enabled()
+    monkeypatch.setenv("LINTF_PROGRESS", "1")
+    monkeypatch.setattr(sys, "stderr", Stream(False))
+    assert progress.enabled()
+
+
+# ---------------------------------------------------------------- the library's pieces
+
+
+@pytest.fixture(scope="module")
+def small_run():
+    model = lintf.Model(L=2, d=3, parametrization="block")
+    return model, lintf.train(model, lintf.Prompts(6, 3), [("sgdm", 0.02), ("adam", 0.02)], seeds=[0, 1, 2],
+                              steps=20, batch_size=50, eval_every=5, checkpoint_every=10, progress=False)
+
+
+def test_plots_draw_train_history_directly(small_run):
+    import matplotlib.pyplot as plt
+
+    import lintf.plots
+    _, res = small_run
+    assert "setting" not in res.history.columns
+    ax = lintf.plots.loss_curves(res.history)
+    assert [ln.get_label() for ln in ax.get_lines()][:2] == ["SGDM", "Adam"]
+    plt.close("all")
+
+
+def test_reprs_are_short(small_run):
+    _, res = small_run
+    text = repr(res)
+    assert len(text) < 300 and "tensor" not in text and "6 runs" in text and "[0, 10, 20]" in text, text
+    t = lintf.stats.test([0.4, 0.9, 0.2, 0.7, 0.5, 1.1])
+    assert "low=0.35," in repr(t) and "0.3499999" not in repr(t), repr(t)
+    assert len(repr(t)) < 200
+
+
+def test_a_run_is_found_by_optimizer_seed_and_rate(small_run):
+    import torch
+
+    from lintf import measure
+    model, res = small_run
+    i = res.run_index("adam", 1)
+    assert tuple(res.runs.iloc[i][["optimizer", "seed"]]) == ("adam", 1)
+    one = res.run_params(20, "adam", 1)
+    assert all(torch.equal(one[k], v[i]) for k, v in res.params_at(20).items())
+    with pytest.raises(ValueError, match=r"no run.*\('sgdm', 0.02, 0\)"):
+        res.run_index("adam", 7)
+    Z, y = lintf.sample_prompts(64, n=6, d=3)
+    H = measure.hessian(model, res.params_at(20), Z, y)
+    table = res.per_run(measure.robust_condition(H, "diag"), "R_med")
+    plain = measure.robust_condition(measure.hessian(model, one, Z, y), "diag")   # one run alone
+    assert torch.isclose(torch.as_tensor(table.loc[i, "R_med"], dtype=torch.float64), plain)
+    with pytest.raises(ValueError, match="one value per run"):
+        res.per_run([1.0, 2.0])
+
+
+def _readme_blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+
+
+@pytest.mark.slow
+def test_readme_python_block_runs_at_ci(tmp_path):
+    """The README's Python block, at scale ci and 20 steps instead of cpu and 500."""
+    (code,) = _readme_blocks("python")
+    small = code.replace('"cpu"', '"ci"').replace("steps=500", "steps=20")
+    assert small != code
+    env = {**os.environ, "MPLBACKEND": "Agg", "LINTF_PROGRESS": "0"}
+    out = subprocess.run([sys.executable, "-c", small], cwd=tmp_path, capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "TrainResult(6 runs" in out.stdout and "R_med" in out.stdout
+
+
+# ---------------------------------------------------------------- the README's commands
+
+
+def _rerun_lines() -> list[str]:
+    return [ln.split("#")[0].strip() for block in _readme_blocks("bash") for ln in block.splitlines()
+            if ln.startswith("papermill ")]
+
+
+def test_readme_rerun_lines_name_every_chapter_and_real_parameters():
+    lines = _rerun_lines()
+    assert sorted(shlex.split(ln)[1] for ln in lines) == [f"book/{c}.ipynb" for c in CHAPTERS]
+    for ln in lines:
+        args = shlex.split(ln)
+        name = Path(args[1]).stem
+        given = [args[i + 1] for i, a in enumerate(args) if a in ("-p", "-r")]
+        given += [args[i + 1].split(":")[0] for i, a in enumerate(args) if a == "-y"]
+        assert set(given) <= set(chapter.declared_parameters(name)), (ln, given)
+    assert '-p seeds "' not in README.read_text()                       # -p passes a string
+
+
+def _at_ci(line: str, out: Path) -> list[str]:
+    import torch
+    args = shlex.split(line)
+    args[2] = str(out)
+    for i, a in enumerate(args[:-1]):
+        if a == "-p" and args[i + 1] == "scale":
+            args[i + 2] = "ci"
+        if a == "-p" and args[i + 1] == "device" and not torch.cuda.is_available():
+            args[i + 2] = "cpu"
+    if "scale" not in args:
+        args += ["-p", "scale", "ci"]
+    return [sys.executable, "-m", *args]
+
+
+@pytest.mark.slow
+def test_readme_rerun_lines_run_at_ci_without_a_warning(tmp_path):
+    """Every papermill line of the README, as written but at scale ci (and on the CPU without
+    CUDA), in order (the scorecard last: it reads what the others stored)."""
+    for i, line in enumerate(_rerun_lines()):
+        cmd = _at_ci(line, tmp_path / f"out{i}.ipynb")
+        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+        log = out.stdout + out.stderr
+        assert out.returncode == 0, (line, log[-3000:])
+        warned = [ln for ln in log.splitlines() if re.search(r"warn", ln, flags=re.I)
+                  and not any(w in ln for w in ENVIRONMENT_WARNINGS)]
+        assert not warned, (line, warned)
+        nb = json.loads((tmp_path / f"out{i}.ipynb").read_text())
+        bars = [o for c in nb["cells"] for o in c.get("outputs", [])
+                if o.get("name") == "stderr" and "%|" in "".join(o.get("text", ""))]
+        assert not bars, (line, "progress-bar fragments in the output notebook")
+
+
+# ---------------------------------------------------------------- the README's findings
+
+
+def _scales_rows() -> dict:
+    rows = re.findall(r"^\| `(\w+)` \| [^|]+ \| T=(\d+), B=(\d+) \| (\d+) \|$", README.read_text(), flags=re.M)
+    return {name: (int(t), int(b), int(n)) for name, t, b, n in rows}
+
+
+def test_readme_scales_and_smoothness_spacing_are_the_code_s():
+    rows = _scales_rows()
+    assert set(rows) == set(lintf.SCALES)
+    for name, (steps, batch, seeds) in rows.items():
+        sc = lintf.SCALES[name]
+        assert (steps, batch, seeds) == (sc.steps, sc.batch_size, len(sc.seeds)), name
+    for doc in (README, ROOT / "DEVELOPMENT.md"):
+        for n in re.findall(r"`cpu` scale measures it every (\d+)\w* step", doc.read_text()):
+            assert int(n) == lintf.SCALES["cpu"].smoothness_every, doc
+
+
+def _findings() -> tuple[str, dict]:
+    text = README.read_text(encoding="utf-8")
+    scale = re.search(r"\| claim \| the paper says \| decided in \| verdict at scale `(\w+)` \|", text).group(1)
+    rows = re.findall(r"^\| (\d+) \| (.+?) \| (.+?) \| (.+?) \|$", text, flags=re.M)
+    return scale, {int(k): (statement, where, verdict) for k, statement, where, verdict in rows}
+
+
+def test_readme_findings_list_every_claim():
+    import lintf.book
+    import lintf.claims
+    scale, rows = _findings()
+    assert scale in lintf.SCALES and scale != "ci"
+    assert sorted(rows) == sorted(lintf.claims.CLAIMS)
+    for k, statement in lintf.claims.CLAIMS.items():
+        assert rows[k][0] == statement
+        assert rows[k][1] == lintf.book.CHAPTER_TITLES[lintf.book.CLAIM_CHAPTER[k]]
+        assert rows[k][2] in ("—", *lintf.stats.VERDICTS)
+
+
+def _glued(notebook: Path) -> dict:
+    """The values a built notebook glued (myst-nb's ``glue``), as plain text."""
+    out = {}
+    for cell in json.loads(notebook.read_text())["cells"]:
+        for o in cell.get("outputs", []):
+            name = o.get("metadata", {}).get("scrapbook", {}).get("name")
+            if name:
+                text = next(v for k, v in o["data"].items() if k.endswith("text/plain"))
+                out[name] = "".join(text).strip("'\"")
+    return out
+
+
+def test_readme_findings_match_the_scorecard():
+    """When a build of the README's stated scale is in book/_build, its scorecard's verdicts
+    are the README's (the failure prints the rows to paste)."""
+    import lintf.claims
+    built = BOOK / "_build" / "jupyter_execute" / "scorecard.ipynb"
+    if not built.is_file():
+        pytest.skip("no built scorecard in book/_build")
+    glued = _glued(built)
+    scale, rows = _findings()
+    if glued.get("scale") != scale:
+        pytest.skip(f"the built scorecard is of scale {glued.get('scale')!r}, the README states {scale!r}")
+    want = {k: glued.get(f"claim{k}", "not computed") for k in lintf.claims.CLAIMS}
+    have = {k: rows[k][2] for k in rows}
+    paste = "\n".join(f"| {k} | {rows[k][0]} | {rows[k][1]} | {want[k]} |" for k in sorted(rows))
+    assert have == want, f"README.md's findings differ from the built scorecard; its rows:\n{paste}"
+
+
+def test_lr_grid_axis_ignores_blown_up_losses():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    import lintf.plots
+    rows = [("setting1", o, lr, seed, loss, False) for o in ("sgdm", "adam") for lr, loss in
+            [(0.01, 0.5), (0.02, 0.3), (0.04, 0.2), (0.08, 1e12)] for seed in (0, 1)]
+    rows.append(("setting1", "adam", 0.16, 0, 1e30, True))
+    ax = lintf.plots.lr_grid(pd.DataFrame(rows, columns=["setting", "optimizer", "lr", "seed", "final_loss",
+                                                         "diverged"]))
+    low, high = ax.get_ylim()
+    assert low < 0.2 and high < 0.2 * 10 ** (lintf.plots.MAX_DECADES + 1)
+    assert any("off the axis" in t.get_text() for t in ax.get_legend().get_texts())
+    plt.close("all")
+
+
+def test_forest_says_why_a_part_has_no_bar_and_keeps_its_legend_off_the_rows():
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import pandas as pd
+
+    import lintf.plots
+    parts = pd.DataFrame([
+        {"claim": 6, "part": "depth6", "statistic": 0.3, "low": -np.inf, "high": np.inf, "threshold": 0.0,
+         "side": "greater", "verdict": "inconclusive", "n": 1},
+        {"claim": 8, "part": "softmax", "statistic": 1.0, "low": 0.5, "high": 1.5, "threshold": 0.0,
+         "side": "greater", "verdict": "holds", "n": 6}])
+    ax = lintf.plots.forest(parts)
+    bars = [ln for ln in ax.get_lines() if ln.get_linewidth() == 2.2]
+    assert len(bars) == 1                                                  # only the bounded part
+    assert any("too few seeds" in t.get_text() and "(1 seed)" in t.get_text() for t in ax.texts)
+    anchor = ax.get_legend().get_bbox_to_anchor().transformed(ax.transAxes.inverted())
+    assert anchor.y0 >= 1.0 - 1e-9                                         # above the axes
+    plt.close("all")
+
+
+def test_tables_and_prose_write_a_number_alike():
+    from myst_nb.core.variables import format_plain_text
+    for v in (1028.0, 0.0408, 1.5321, 0.35):
+        assert chapter.number(v) == format_plain_text(repr(v), ".4g")      # the prose's {glue:text}`k:.4g`
+    assert chapter.number(1028.0, digits=3) == "1028" and chapter.number(float("nan")) == "—"
+
+
+def test_tail_table_shows_one_row_for_one_setting_under_two_names(monkeypatch):
+    import pandas as pd
+
+    import lintf.book
+    import lintf.summaries
+    fake = pd.DataFrame({"setting": ["gamma", "setting1", "setting3"], "n_seeds": 6, "kurtosis": [1.0, 0.1, 1.0],
+                         "kurtosis_excess": [0.9, 0.0, 0.8]})
+    monkeypatch.setattr(lintf.summaries, "noise_tail_table", lambda noise, spectrum=None: fake)
+    table = lintf.book.tail_table(None)
+    assert len(table) == 2 and "excess over the null" in table and "kurtosis excess" not in table
+    both = [t for t in table["title"] if "gamma" in t]
+    assert both == [f"{lintf.get_setting('setting3').title}; also {lintf.get_setting('gamma').title}"]

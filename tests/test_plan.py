@@ -1,0 +1,203 @@
+"""lintf.plan: the declared plan of the book's experiments, setting roles, read-only stores,
+provenance, and the same frames in-process and on a Dask cluster."""
+import dataclasses
+import datetime
+
+import pandas as pd
+import pytest
+import torch
+
+import lintf.book as B
+import lintf.experiments as E
+import lintf.plan as P
+from lintf import claims
+from lintf.engine import precision_flags
+from lintf.settings import SCALES, SETTINGS, get_scale, get_setting
+from lintf.store import ResultStore, provenance_sentence
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("LINTF_RESULTS", str(tmp_path / "store"))
+    monkeypatch.delenv("LINTF_READ_ONLY", raising=False)
+    return ResultStore(tmp_path / "store")
+
+
+@pytest.mark.parametrize("scale", list(SCALES))
+def test_plan_is_ordered_unique_and_closed(scale):
+    exps = P.plan(scale)
+    names = [e.name for e in exps]
+    assert len(names) == len(set(names))
+    seen = set()
+    for e in exps:
+        assert set(e.after) <= seen, f"{e.name} comes before what it needs"
+        assert e.chapters and set(e.chapters) <= set(P.CHAPTERS)
+        assert list(e.chapters) == sorted(e.chapters, key=P.CHAPTERS.index)
+        assert e.unit in P.UNITS and e.iterations >= 0 and e.kind in ("training", "sweep", "conditioning", "curve",
+                                                                      "noise", "precision")
+        seen.add(e.name)
+    # the same call is planned once, whichever chapters read it
+    calls = [(e.function, e.setting, repr(sorted(e.kwargs.items()))) for e in exps]
+    assert len(calls) == len(set(calls))
+
+
+def test_plan_follows_the_books_constants():
+    exps = P.plan("ci")
+    by = {e.name: e for e in exps}
+    assert {e.setting for e in exps if e.function == "noise_at_seeds"} == set(B.NOISE) | {"nonlinear"}
+    for s in B.BASE:
+        assert {"adaptive_vs_sgd", "smoothness", "scorecard"} <= set(by[f"training/{s}"].chapters)
+        for protocol in B.TABLE_PROTOCOLS:
+            assert f"table_conditioning/{s}/{protocol}" in by
+    for s in B.DEPTHS:
+        assert by[f"training/{s}/stable"].after == (f"stable/{s}",)
+    assert {e.setting for e in exps if e.function == "ablation"} == set(claims.ABLATION_SETTINGS)
+    # a scale that leaves out a variant plans none of it
+    assert not [e for e in P.plan("cpu") if e.setting in get_scale("cpu").skip_variants]
+    assert [e for e in exps if e.setting == "large"]
+
+
+def test_plan_only_keeps_what_the_chapters_need():
+    exps = P.plan("ci", only=["depth"])
+    names = {e.name for e in exps}
+    assert all("depth" in e.chapters or any(e.name in x.after for x in exps) for e in exps)
+    assert all(set(e.after) <= names for e in exps)
+    assert P.plan("ci", only="smoothness") == P.plan("ci", only=["smoothness"])
+    with pytest.raises(ValueError, match="only"):
+        P.plan("ci", only=["nope"])
+
+
+def test_compute_command_names_a_chapter_that_computes_it():
+    assert P.compute_command("conditioning", "setting2", "ci") == "python -m lintf compute --scale ci --only conditioning"
+    assert P.compute_command("training", "depth4", "ci").endswith("--only conditioning")
+    assert P.compute_command("training", "setting1", "paper").endswith("--scale paper --only adaptive_vs_sgd")
+
+
+# -- setting roles ----------------------------------------------------------------------------
+def _old_steps_for(sc, s):
+    """The name tests the roles replaced (reference)."""
+    if s.name in ("setting1", "setting2", "setting3", "gamma"):
+        return sc.steps
+    if s.name.startswith("depth"):
+        return sc.depth_steps or sc.steps
+    if s.name == "large":
+        return sc.large_steps or sc.steps
+    if s.name in ("softmax", "separate_qk", "nonlinear"):
+        return sc.variant_steps or sc.extra_steps or sc.steps
+    return sc.extra_steps or sc.steps
+
+
+@pytest.mark.parametrize("scale", list(SCALES))
+def test_roles_give_the_old_horizons_seeds_and_grids(scale):
+    sc = get_scale(scale)
+    for s in SETTINGS.values():
+        assert sc.steps_for(s) == _old_steps_for(sc, s), s.name
+        if s.name in ("separate_qk", "large") and sc.variant_seeds:
+            assert sc.seeds_for(s) == sc.variant_seeds
+        points = sc.variant_grid_points if s.name in ("softmax", "separate_qk", "large") else sc.grid_points
+        assert len(E.sweep_rates(s, sc)) == len(E.sweep_rates(s, sc, points=points))
+    assert E.VARIANTS == ("softmax", "separate_qk", "large")
+
+
+def test_role_is_checked():
+    with pytest.raises(ValueError, match="role"):
+        dataclasses.replace(get_setting("setting1"), role="main")
+    with pytest.raises(ValueError, match="horizon"):
+        dataclasses.replace(get_setting("setting1"), horizon="forever")
+
+
+# -- read-only stores, touched entries, provenance ---------------------------------------------
+def test_read_only_names_the_experiment_and_the_command(store, monkeypatch):
+    monkeypatch.setenv("LINTF_READ_ONLY", "1")
+    with pytest.raises(E.MissingExperiment) as err:
+        E.training("setting2", "ci", store=store, progress=False)
+    text = str(err.value)
+    assert "training" in text and "setting2" in text and "'ci'" in text
+    assert "`python -m lintf compute --scale ci --only adaptive_vs_sgd`" in text
+    assert isinstance(err.value, LookupError) and not store.root.exists()
+
+
+def test_touched_records_dependencies_and_provenance(store):
+    sc = get_scale("ci")
+    exp = next(e for e in P.plan(sc) if e.name == "training/softmax/grid")
+    with E.touched() as seen:
+        result = P.call(exp, sc, store=store, progress=False)
+    assert [k for k, _ in seen.entries] == ["sweep", "training"]
+    assert P.stored(exp, sc, store=store)
+    assert P.entries(exp, sc, store=store) == seen.entries
+    record = result.frames["history"].attrs["provenance"][0]
+    assert record["scale"] == "ci" and record["device"] == "cpu" and record["host"] and record["torch"]
+    assert record["kind"] == "training" and record["precision"] == {}
+    sentence = provenance_sentence([record])
+    created = datetime.datetime.fromisoformat(record["created"]).strftime("%Y-%m-%d %H:%M UTC")
+    assert sentence == (f"Computed at scale ci on cpu ({record['host']}, {created}), lintf source "
+                        f"{record['source_hash'][:8]}, by lintf.experiments.training.")
+    merged = B._concat([result.frames["runs"], result.frames["runs"]])
+    assert merged.attrs["provenance"] == [record]
+
+
+def test_precision_flags_on_cpu_are_empty_and_keys_unchanged():
+    assert precision_flags("cpu") == {} and precision_flags(torch.device("cpu")) == {}
+
+
+# -- in-process and Dask give the same frames ----------------------------------------------------
+def _frames(exps, sc, store):
+    out = {}
+    for e in exps:
+        got = P.call(e, sc, store=store, progress=False, cached_only=True)
+        results = got if isinstance(got, tuple) else (got,)
+        for i, r in enumerate(results):
+            frames = r.frames if hasattr(r, "frames") else (r if isinstance(r, dict) else {"frame": r})
+            for k, v in frames.items():
+                if isinstance(v, pd.DataFrame):
+                    out[(e.name, i, k)] = v
+    return out
+
+
+def test_in_process_and_dask_frames_are_identical(tmp_path, monkeypatch):
+    from dask.distributed import Client, LocalCluster
+    monkeypatch.delenv("LINTF_READ_ONLY", raising=False)
+    sc = get_scale("ci")
+    # training, float64 Hessians and a noise spectrum: the last two change with torch's thread count
+    wanted = ("training/setting1", "table_training/setting1", "curve/setting1", "noise/setting1")
+    exps = [e for e in P.plan(sc) if e.name in wanted]
+    local, remote = ResultStore(tmp_path / "local"), ResultStore(tmp_path / "dask")
+    first = P.compute(sc, experiments=exps, store=local, progress=False)
+    assert first["failed"] == [] and first["computed"] == len(wanted)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        second = P.compute(sc, experiments=exps, store=remote, client=client, progress=False)
+    assert second["failed"] == [] and second["computed"] == first["computed"]
+    a, b = _frames(exps, sc, local), _frames(exps, sc, remote)
+    assert a.keys() == b.keys() and len(a) >= 6
+    for k in a:
+        pd.testing.assert_frame_equal(a[k].drop(columns="seconds", errors="ignore"),
+                                      b[k].drop(columns="seconds", errors="ignore"), check_exact=True, obj=str(k))
+    def files(root):                        # the stored bytes too (meta: the wall time of each program)
+        return {q.relative_to(root): q.read_bytes() for q in root.glob("*/*.parquet") if q.name != "meta.parquet"}
+    assert files(local.root) == files(remote.root)
+    again = P.compute(sc, experiments=exps, store=local, progress=False)
+    assert again["computed"] == 0 and again["reused"] == first["computed"]
+
+
+def test_caption_ends_with_the_provenance():
+    import lintf.chapter as C
+    p = C.parameters(scale="ci")
+    record = {"kind": "sweep", "scale": "ci", "device": "cpu", "host": "box", "created": "2026-12-04T16:40:05+00:00",
+              "source_hash": "1a2b3c4d5e6f", "setting": "setting1"}
+    later = {**record, "created": "2026-12-04T17:02:00+00:00", "kind": "training"}
+    text = C.caption("Fig 2.", ["setting1"], p, what="Loss.", provenance=[record, later])
+    assert text.endswith("Computed at scale ci on cpu (box, 2026-12-04 16:40 UTC to 2026-12-04 17:02 UTC), lintf "
+                         "source 1a2b3c4d, by lintf.experiments.lr_sweep, lintf.experiments.training.")
+    frame = pd.DataFrame({"x": [1]})
+    frame.attrs["provenance"] = [record]
+    assert C.caption("Fig 2.", ["setting1"], p, provenance=frame).endswith("by lintf.experiments.lr_sweep.")
+    assert "Computed" not in C.caption("Fig 2.", ["setting1"], p)
+
+
+def test_part_sizes():
+    from lintf.pack import parse_size
+    assert parse_size("4096") == 4096 and parse_size("64K") == 65536 and parse_size("2g") == 2 * 1024 ** 3
+    for bad in ("", "1.5M", "12Q", "-5", "100"):
+        with pytest.raises(ValueError, match="--part-size"):
+            parse_size(bad)
