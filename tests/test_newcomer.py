@@ -206,8 +206,9 @@ def _readme_blocks(language: str) -> list[str]:
 
 @pytest.mark.slow
 def test_readme_python_block_runs_at_ci(tmp_path):
-    """The README's Python block, at scale ci and 20 steps instead of cpu and 500."""
-    (code,) = _readme_blocks("python")
+    """The README's usage example (its Python block that starts with ``import lintf``), at scale
+    ci and 20 steps instead of cpu and 500."""
+    (code,) = [b for b in _readme_blocks("python") if b.startswith("import lintf")]
     small = code.replace('"cpu"', '"ci"').replace("steps=500", "steps=20")
     assert small != code
     env = {**os.environ, "MPLBACKEND": "Agg", "LINTF_PROGRESS": "0"}
