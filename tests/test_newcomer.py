@@ -308,26 +308,23 @@ def test_readme_findings_list_every_claim():
         assert rows[k][2] in ("—", *lintf.stats.VERDICTS)
 
 
-def _glued(notebook: Path) -> dict:
-    """The values a built notebook glued (myst-nb's ``glue``), as plain text."""
-    out = {}
-    for cell in json.loads(notebook.read_text())["cells"]:
-        for o in cell.get("outputs", []):
-            name = o.get("metadata", {}).get("scrapbook", {}).get("name")
-            if name:
-                text = next(v for k, v in o["data"].items() if k.endswith("text/plain"))
-                out[name] = "".join(text).strip("'\"")
-    return out
+def _glued(chapter: str) -> dict:
+    """The values a built chapter glued (myst-nb writes them to ``<chapter>.glue.json`` beside
+    the executed notebook), as plain text."""
+    path = BOOK / "_build" / "jupyter_execute" / f"{chapter}.glue.json"
+    if not path.is_file():
+        return {}
+    glued = json.loads(path.read_text(encoding="utf-8"))
+    return {k: str(v.get("data", {}).get("text/plain", "")).strip("'\"") for k, v in glued.items()}
 
 
 def test_readme_findings_match_the_scorecard():
     """When a build of the README's stated scale is in book/_build, its scorecard's verdicts
     are the README's (the failure prints the rows to paste)."""
     import lintf.claims
-    built = BOOK / "_build" / "jupyter_execute" / "scorecard.ipynb"
-    if not built.is_file():
+    glued = _glued("scorecard")
+    if not glued:
         pytest.skip("no built scorecard in book/_build")
-    glued = _glued(built)
     scale, rows = _findings()
     if glued.get("scale") != scale:
         pytest.skip(f"the built scorecard is of scale {glued.get('scale')!r}, the README states {scale!r}")
