@@ -76,6 +76,7 @@ def test_setup_cells_are_folded_and_check_their_parameters(name):
 def test_code_lines_wrap_on_the_page():
     css = (BOOK / "_static" / "lintf.css").read_text()
     assert "white-space: pre-wrap" in css and "div.cell div.cell_input pre" in css
+    assert "div.cell div.cell_output table" in css and "overflow-x: auto" in css   # wide tables scroll
 
 
 def test_an_unknown_name_stops_the_chapter_and_names_its_parameters():
