@@ -151,17 +151,21 @@ def _keep_freed_memory():
         pass
 
 
+def _stream(seed: int, i: int) -> int:
+    """The ``i``-th (0-3) of a run seed's four independent 63-bit stream seeds."""
+    return int(np.random.SeedSequence(seed).generate_state(4, dtype=np.uint64)[i] >> np.uint64(1))
+
+
 def seed_streams(seed: int) -> tuple[int, int]:
     """The two independent 63-bit seeds of a run seed: (initialisation, batches)."""
-    init, data = np.random.SeedSequence(seed).generate_state(4, dtype=np.uint64)[:2]
-    return int(init >> np.uint64(1)), int(data >> np.uint64(1))
+    return _stream(seed, 0), _stream(seed, 1)
 
 
 def probe_stream(seed: int) -> int:
     """A third 63-bit seed of a run seed, independent of both :func:`seed_streams`: the probe
     batches on which the gradient norm is measured beside the directional smoothness
     (``grad_norm_probe``), so that the two come from different batches."""
-    return int(np.random.SeedSequence(seed).generate_state(4, dtype=np.uint64)[2] >> np.uint64(1))
+    return _stream(seed, 2)
 
 
 def seed_eval_batch(prompts: Prompts, seeds, batch_size: int, *, device=None, dtype=torch.float32):
@@ -171,8 +175,7 @@ def seed_eval_batch(prompts: Prompts, seeds, batch_size: int, *, device=None, dt
     (``seed_eval_loss``; the shared batch of :func:`eval_batch` gives ``eval_loss``)."""
     draws = []
     for s in seeds:
-        gen = torch.Generator(device="cpu").manual_seed(
-            int(np.random.SeedSequence(s).generate_state(4, dtype=np.uint64)[3] >> np.uint64(1)))
+        gen = torch.Generator(device="cpu").manual_seed(_stream(s, 3))
         draws.append(prompts.sample(batch_size, generator=gen, dtype=torch.float32))
     return tuple(torch.stack([d[i] for d in draws]).to(device=device, dtype=dtype) for i in (0, 1))
 
