@@ -1,23 +1,12 @@
-"""Which chapter decides which claim, on which experiments: one place for the book.
+"""What the chapters share: the experiments they read, the verdicts of the claims, the scorecard.
 
 Every verdict of the book comes from :func:`verdict`, in the chapter that owns the claim
 (:data:`CLAIM_CHAPTER`) and on the scorecard alike: the same function reads the same stored
 experiments (the scorecard with ``cached_only=True``, so it never recomputes), hence the
 scorecard shows exactly the chapters' verdicts. :func:`inputs` says which experiments a
-claim reads; :func:`builder` which chapter computes an experiment.
-
-The settings each claim compares, and the learning rates:
-
-1. Settings 1-3 at their default rates (Fig 2).
-2. Gradient noise at every ``scale.noise_seeds`` initialisation of Settings 1-3, the sphere and
-   gamma covariates and the four depths.
-3. ``R_med`` on the scale's verdict protocol (``scale.eval_protocol``): Settings 1-3 from the
-   table's experiment (``scale.table_seeds``, :func:`lintf.experiments.table_conditioning`);
-   the covariate and depth parts from the runs of those chapters, at the table's iterations.
-4. and 5. Directional smoothness of Settings 1-3 (Figs 5, 16).
-6. The depths at the largest rate of the depth grid at which no seed diverged (``lrs="stable"``).
-7. Sphere against gamma (and gaussian Setting 1) covariates at their default rates.
-8. Linear (Setting 1) against softmax attention, each at the best rate of the same small grid.
+claim reads; :func:`builder` which chapter computes an experiment. Each claim, its chapter,
+inputs, rule and parts are declared once, in :data:`lintf.registry.REGISTRY`; the names here
+are views of it.
 
 Beyond the paper, the ablation chapter's hypotheses (:data:`lintf.claims.HYPOTHESES`) are
 decided by :func:`hypothesis` on :func:`ablation_runs`, and the scorecard shows them apart
@@ -46,9 +35,17 @@ NOISE = BASE + TAILS + DEPTHS
 TABLE2 = BASE + TAILS + DEPTHS + ("nonlinear",)
 """The settings of the paper's Table 2 (learning rates)."""
 
-CLAIM_CHAPTER = {1: "adaptive_vs_sgd", 2: "heavy_tails", 3: "conditioning", 4: "smoothness", 5: "smoothness",
-                 6: "depth", 7: "heavy_tails", 8: "adaptive_vs_sgd"}
-"""The chapter that shows the figures behind each claim and states its verdict first."""
+
+
+def __getattr__(name: str):
+    """``CLAIM_CHAPTER``: ``{number: chapter}``, the chapter that shows the figures behind each
+    claim and states its verdict first; a view of :data:`lintf.registry.REGISTRY` (read lazily:
+    the registry imports this module)."""
+    if name == "CLAIM_CHAPTER":
+        from .registry import REGISTRY
+        return {k: c.chapter for k, c in REGISTRY.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 CHAPTER_TITLES = {"adaptive_vs_sgd": "Adam against SGD", "heavy_tails": "Heavy-tailed noise",
                   "conditioning": "Condition numbers", "smoothness": "Smoothness", "depth": "Depth",
@@ -250,18 +247,32 @@ def rmed_medians(cond: pd.DataFrame) -> pd.DataFrame:
     return rmed.assign(optimizer=rmed["optimizer"].map(LABELS))
 
 
-def rate_table(best: pd.DataFrame) -> pd.DataFrame:
+def rate_table(best: pd.DataFrame, half: pd.DataFrame | None = None) -> pd.DataFrame:
     """The grid search beside the published rates: per setting and optimizer of
     :func:`lintf.summaries.best_lr`'s ``best``, the grid's best rate and its final loss, the
-    authors' README rate, Table 2's, and the grid rates at which some seed diverged."""
+    authors' README rate, Table 2's, and the grid rates at which some seed diverged; with
+    ``half`` (``best_lr(sweep, at="half")``), the grid's choice at half its horizon too."""
     from .plots import LABELS
+    chosen = lambda v: v if math.isfinite(v) else "all diverged"   # noqa: E731
+    at_half = {} if half is None else {(r.setting, r.optimizer): r.best_lr for r in half.itertuples()}
     rows = [{"setting": get_setting(r.setting).title, "optimizer": LABELS[r.optimizer],
-             "grid-best": r.best_lr if math.isfinite(r.best_lr) else "all diverged",
+             "grid-best": chosen(r.best_lr),
+             **({} if half is None else {"grid-best at half the horizon": chosen(at_half[r.setting, r.optimizer])}),
              "final loss at grid-best": r.final_loss, "default (README)": get_setting(r.setting).lrs[r.optimizer],
              "paper Table 2": get_setting(r.setting).paper_lrs[r.optimizer],
              "rates with a diverged seed": ", ".join(f"{v:g}" for v in r.diverged_lrs) or "none"}
             for r in best.itertuples()]
     return pd.DataFrame(rows)
+
+
+def grid_settled(best: pd.DataFrame, half: pd.DataFrame) -> tuple[int, int]:
+    """``(same, pairs)``: of the ``pairs`` (setting, optimizer) of a grid search, how many choose
+    the same rate at half the horizon (``half``) as at its end (``best``; both from
+    :func:`lintf.summaries.best_lr`; two "all diverged" count as the same)."""
+    end = {(r.setting, r.optimizer): r.best_lr for r in best.itertuples()}
+    mid = {(r.setting, r.optimizer): r.best_lr for r in half.itertuples()}
+    same = sum(1 for k, v in end.items() if v == mid.get(k) or (v != v and mid.get(k, 0) != mid.get(k, 0)))
+    return same, len(end)
 
 
 def stable_table(searches: dict, with_hessians=()) -> pd.DataFrame:
@@ -311,62 +322,16 @@ def claim8_rates(ctx: Context, setting: str) -> dict:
 
 def inputs(claim: int, ctx: Context) -> dict:
     """The frames claim ``claim`` is decided on (computed, or read when ``ctx.cached_only``;
-    a missing stored result raises ``LookupError``)."""
-    claim = check_int("claim", claim)
-    check_choice("claim", str(claim), [str(k) for k in CLAIM_CHAPTER])
-    sc = ctx.scale
-    if claim == 1:
-        return training(ctx, BASE)
-    if claim in (4, 5):
-        return training(ctx, SMOOTH)
-    if claim == 2:
-        return noise(ctx, NOISE)
-    if claim == 3:
-        table = [E.table_conditioning(s, sc, eval_batch=ctx.protocol, **ctx.kw()).frames["conditioning"]
-                 for s in BASE]
-        table_runs = [E.table_training(s, sc, **ctx.kw()).frames["runs"] for s in BASE]
-        others = [s for s in TAILS + DEPTHS if s not in BASE and get_setting(s).role != "core"]
-        lrs = {s: ("stable" if get_setting(s).role == "depth" else "default") for s in others}
-        rest = [E.conditioning(s, sc, eval_batch=ctx.protocol, at="table", lrs=lrs[s], seeds=ctx.seeds,
-                               steps=ctx.steps, **ctx.kw()).frames["conditioning"] for s in others]
-        rest_runs = [E.training(s, sc, lrs=lrs[s], seeds=ctx.seeds, steps=ctx.steps, **ctx.kw())
-                     .frames["runs"] for s in others]
-        return {"conditioning": _concat(table + rest), "runs": _concat(table_runs + rest_runs)}
-    if claim == 6:
-        return training(ctx, DEPTHS, lrs="stable")
-    if claim == 7:
-        return training(ctx, TAILS + ("setting1",))
-    # claim 8: each attention at its own best rate, compared at the softmax horizon
-    horizon = ctx.steps or sc.steps_for(get_setting("softmax"))
-    got = {s: E.training(s, sc, lrs=claim8_rates(ctx, s), seeds=ctx.seeds, steps=horizon, **ctx.kw())
-           for s in ("setting1", "softmax")}
-    return {"history": _concat([g.frames["history"] for g in got.values()]),
-            "runs": _concat([g.frames["runs"] for g in got.values()])}
+    a missing stored result raises ``LookupError``): its :attr:`lintf.registry.Claim.inputs`."""
+    from .registry import get
+    return get(claim).inputs(ctx)
 
 
 def decide(claim: int, data: dict, ctx: Context) -> claims.Verdict:
-    """The verdict of claim ``claim`` on the frames of :func:`inputs`."""
-    scale = ctx.scale
-    if claim == 1:
-        return claims.claim1(data["history"], settings=BASE, runs=data["runs"])
-    if claim == 2:
-        return claims.claim2(data["noise"], data["spectrum"])
-    if claim == 3:
-        # gamma covariates are Setting 3 (the same runs, stored once); the covariate and depth
-        # parts at the table's iterations their runs reach (design)
-        return claims.claim3(data["conditioning"], settings=BASE, steps=scale.table_steps, eval_batch=ctx.protocol,
-                             tails={**claims.TAILS, "gamma": "setting3"}, runs=data["runs"],
-                             compare_steps=compare_steps(scale, ctx.steps))
-    if claim == 4:
-        return claims.claim4(data["history"], settings=SMOOTH, runs=data["runs"])
-    if claim == 5:
-        return claims.claim5(data["history"], settings=SMOOTH, runs=data["runs"])
-    if claim == 6:
-        return claims.claim6(data["history"], runs=data["runs"])
-    if claim == 7:
-        # against gamma only (the paper's Fig 9): 3 parts, which 6 seeds can refute (design)
-        return claims.claim7(data["history"], gaussian=None, runs=data["runs"])
-    return claims.claim8(data["history"], runs=data["runs"])
+    """The verdict of claim ``claim`` on the frames of :func:`inputs`: its
+    :attr:`lintf.registry.Claim.rule`."""
+    from .registry import get
+    return get(claim).rule(data, ctx)
 
 
 def compare_steps(scale: Scale, steps: int | None = None) -> tuple:
@@ -376,19 +341,13 @@ def compare_steps(scale: Scale, steps: int | None = None) -> tuple:
     return tuple(t for t in scale.table_steps if t <= reach)
 
 
-def _common(scale: Scale, *names, table: bool = False) -> int:
-    seeds = set(scale.table_seeds) if table else None
-    for n in names:
-        got = set(scale.seeds_for(get_setting(n)))
-        seeds = got if seeds is None else seeds & got
-    return len(seeds)
-
-
 def design(claim: int, scale, steps: int | None = None) -> pd.DataFrame:
     """The parts claim ``claim`` is decided on at ``scale`` and how many seeds each has, stated
     before any run (from the scale and the claim's rule, not from results): one row per part,
-    columns ``part`` and ``seeds`` (paired parts: the seeds both sides share). Runs that diverge
-    or a chapter run with other ``seeds`` can only lower the counts.
+    columns ``id`` (the part's stable id, which its verdict's part carries), ``part`` (in words)
+    and ``seeds`` (paired parts: the seeds both sides share); the claim's
+    :attr:`lintf.registry.Claim.design`. Runs that diverge or a chapter run with other
+    ``seeds`` can only lower the counts.
 
     The choices, made together so that every claim can come out each way (:func:`could_fail`):
     claim 2 has 9 parts, so the noise is measured at 8 initialisations (``noise_seeds``); claim
@@ -396,35 +355,8 @@ def design(claim: int, scale, steps: int | None = None) -> pd.DataFrame:
     (``comparison_seeds``) and only Settings 1-3 are parts of their own; claim 7 is decided
     against gamma covariates only (3 parts), so 6 seeds suffice.
     """
-    claim = check_int("claim", claim)
-    check_choice("claim", str(claim), [str(k) for k in CLAIM_CHAPTER])
-    sc = get_scale(scale) if isinstance(scale, str) else scale
-    n = lambda *names: _common(sc, *names)   # noqa: E731
-    rows = []
-    if claim in (1, 4, 5):
-        rows = [(s, n(s)) for s in BASE]
-    elif claim == 2:
-        k = len(sc.noise_seeds)
-        rows = [(f"heavy-tailed: {s}", k) for s in BASE]
-        rows += [(f"gamma > {o}", k) for o in ("sphere", "gaussian")]
-        rows += [(f"L={hi} > L={lo}", k) for hi in (6, 8) for lo in (2, 4)]
-    elif claim == 3:
-        for t in sc.table_steps:
-            rows += [(f"{s}, step {t}", len(sc.table_seeds)) for s in BASE]
-        for t in compare_steps(sc, steps):
-            rows += [(f"gamma > sphere, step {t}", _common(sc, "sphere", table=True)),
-                     (f"gamma > gaussian, step {t}", len(sc.table_seeds)),
-                     (f"grows with depth, step {t}", _common(sc, *DEPTHS, table=True))]
-    elif claim == 6:
-        k = n(*DEPTHS)
-        rows = [("gap widens with depth", k), ("sgdm loss falls with depth", k), ("adam loss falls with depth", k)]
-    elif claim == 7:
-        k = n("sphere", "gamma")
-        rows = [("sgdm lower loss on sphere", k), ("adam lower loss on sphere", k), ("gap not closed on sphere", k)]
-    elif claim == 8:
-        k = n("setting1", "softmax")
-        rows = [("sgdm: softmax vs linear", k), ("adam: softmax vs linear", k)]
-    return pd.DataFrame(rows, columns=["part", "seeds"])
+    from .registry import design_frame
+    return design_frame(claim, scale, steps)
 
 
 def could_fail(seeds: int, parts: int, level: float = 0.95) -> bool:
@@ -437,15 +369,17 @@ def could_fail(seeds: int, parts: int, level: float = 0.95) -> bool:
 
 def verdict(claim: int, ctx: Context) -> claims.Verdict:
     """Claim ``claim`` decided on its experiments: what its chapter and the scorecard show."""
-    return decide(claim, inputs(claim, ctx), ctx)
+    from .registry import get
+    return get(claim).verdict(ctx)
 
 
 def scorecard(ctx: Context) -> tuple[dict, list[dict]]:
     """Every claim's verdict from the stored results (``ctx`` read-only), and the claims that
     could not be decided because an experiment is missing: ``(verdicts, missing)`` with
     ``missing`` rows ``claim, chapter, reason``."""
+    from .registry import REGISTRY
     ctx = dataclasses.replace(ctx, cached_only=True)
-    return _read(CLAIM_CHAPTER, lambda k: verdict(k, ctx), CLAIM_CHAPTER)
+    return _read(REGISTRY, lambda k: verdict(k, ctx), {k: c.chapter for k, c in REGISTRY.items()})
 
 
 def _read(keys, decide, chapters) -> tuple[dict, list[dict]]:
@@ -562,6 +496,15 @@ def counts(verdicts: dict, missing: list[dict]) -> dict:
     (:func:`lintf.claims.count_words` says it in English)."""
     out = {v: sum(x.verdict == v for x in verdicts.values()) for v in claims.VERDICTS}
     return {**out, "not computed": len(missing)}
+
+
+def claim_by_claim(verdicts: dict) -> str:
+    """Every claim of :data:`lintf.registry.REGISTRY` in one phrase, with the few words that name
+    it and its verdict: ``"1 (Adam's lower loss) holds, 2 (heavy-tailed noise) inconclusive,
+    ..."`` (``"not computed"`` for a claim missing from ``verdicts``)."""
+    from .registry import REGISTRY
+    return ", ".join(f"{k} ({c.short}) {verdicts[k].verdict if k in verdicts else 'not computed'}"
+                     for k, c in REGISTRY.items())
 
 
 def evidence_html(verdicts: dict, missing: list[dict]) -> str:

@@ -21,7 +21,7 @@ from .checks import check_choice, check_int, check_seeds
 from .engine import resolve_device
 from .stats import VERDICTS
 from .store import provenance_sentence
-from .settings import SETTINGS, Scale, default_scale, get_scale, get_setting
+from .settings import SETTINGS, Scale, Setting, default_scale, get_scale, get_setting
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,45 @@ class Parameters:
     steps: int | None
     settings: tuple
 
+    def seeds_for(self, setting) -> tuple:
+        """The seeds ``setting``'s runs train (a setting name or a :class:`~lintf.settings.Setting`):
+        the chapter's ``seeds`` when given, else the scale's for the setting's role
+        (:meth:`lintf.settings.Scale.seeds_for`: the depth and covariate settings can have more)."""
+        if self.seeds is not None:
+            return self.seeds
+        return self.scale.seeds_for(setting if isinstance(setting, Setting) else get_setting(setting))
+
     @property
     def seed_list(self) -> tuple:
-        """The seeds the chapter trains: the given ones, else the scale's."""
-        return self.seeds if self.seeds is not None else self.scale.seeds
+        """The seeds the chapter trains: the given ones, else those of its ``settings``
+        (:meth:`seeds_for`; sorted, all of them when the settings' roles differ), else, for a
+        chapter without settings, the scale's ``seeds``. :func:`seeds_text` says which setting
+        trains which."""
+        if self.seeds is not None:
+            return self.seeds
+        if not self.settings:
+            return self.scale.seeds
+        return tuple(sorted(set().union(*(self.seeds_for(s) for s in self.settings))))
+
+
+def seeds_text(p: Parameters, settings=None) -> str:
+    """Which seeds the runs of ``settings`` train, as one line of plain text.
+
+    settings : setting names (a name alone is one); None: the chapter's ``p.settings``, or
+    every known setting when it has none. Returns ``"seeds [0, 1, 2]"`` when they all train
+    the same seeds (:meth:`Parameters.seeds_for`), else one group per set of seeds, in the
+    order the settings come: ``"seeds [0, 1, 2] for setting1, gamma; [0, 1, 2, 3] for sphere,
+    depth2"``. ``ValueError`` for an empty list or an unknown name.
+    """
+    names = _names(settings) if settings is not None else list(p.settings or SETTINGS)
+    if not names:
+        raise ValueError("settings must name at least one setting, got an empty list")
+    groups: dict[tuple, list[str]] = {}
+    for name in names:
+        groups.setdefault(tuple(p.seeds_for(get_setting(name))), []).append(name)
+    if len(groups) == 1:
+        return f"seeds {list(next(iter(groups)))}"
+    return "seeds " + "; ".join(f"{list(seeds)} for {', '.join(group)}" for seeds, group in groups.items())
 
 
 def parameters(*, scale=None, device="auto", seeds=None, steps=None, settings=(), allowed=None,
@@ -186,23 +221,26 @@ def caption(figure: str, settings, p: Parameters, *, what: str = "", steps: int 
     what the figure does with the seeds (None: nothing to say beyond ``what``). ``seeds``: the
     seeds the figure shows when they are not the chapter's training seeds (e.g. the
     condition-number table's). ``notes``: append the settings' notes on their learning rates
-    and clipping (:attr:`lintf.settings.Setting.note`); False for a figure that trains nothing
+    and clipping (:attr:`lintf.settings.Setting.note`), each after its setting's title when the
+    figure shows several settings; False for a figure that trains nothing
     (noise at initialisation) or trains at other rates than the settings' defaults.
     ``provenance``: the frame the figure plots (its ``attrs["provenance"]``) or those records
     (:func:`lintf.store.provenance`): the caption ends with where its numbers come from
     (:func:`lintf.store.provenance_sentence`)."""
     objs = [get_setting(s) for s in _names(settings)]
     params = sorted({s.model.parametrization for s in objs})
-    if seeds is None:
-        seeds = p.seeds if p.seeds is not None else p.scale.seeds_for(objs[0])
+    # the settings' own seeds (seeds_text: one group per set of seeds when their roles differ)
+    seed_text = seeds_text(p, [s.name for s in objs]) if seeds is None else f"seeds {list(seeds)}"
     horizon = f", {steps} iterations" if steps else ""
     summary = f" ({summary})" if summary else ""
-    notes = " ".join(sorted({s.note for s in objs if s.note})) if notes else ""
+    # a figure of several settings says which setting each note is about
+    noted = list({s.name: s for s in objs if s.note}.values()) if notes else []
+    notes = " ".join(f"{s.title} — {s.note}" if len(objs) > 1 else s.note for s in noted)
     if provenance is not None and hasattr(provenance, "attrs"):
         provenance = provenance.attrs.get("provenance")
     source = provenance_sentence(provenance) if provenance else ""
     text = (f"**{figure}** {what} Settings: {', '.join(s.title for s in objs)}. Scale `{p.scale.name}`"
-            f"{horizon}, seeds {list(seeds)}{summary}, parametrization "
+            f"{horizon}, {seed_text}{summary}, parametrization "
             f"`{'/'.join(params)}`. {notes}").strip()
     return f"{text} {source}" if source else text
 
@@ -358,10 +396,13 @@ def glue_verdict(v, name: str | None = None) -> list[str]:
     ``inconclusive``); ``name_stat``, ``name_low``, ``name_high`` its deciding statistic and
     bounds; ``name_parts`` the number of parts and ``name_parts_holds``,
     ``name_parts_does_not_hold``, ``name_parts_inconclusive`` how many have each verdict. Per
-    part, with ``part = name + "_" + key(part)``: ``part`` (statistic),
-    ``part_low``, ``part_high`` (one-sided 95% bounds), ``part_n`` (seeds), ``part_verdict``,
-    and, for log ratios, ``part_exp`` (the factor e^statistic); ``part_verdict`` can also be
-    ``untested``. In words: ``name_headline`` (the verdict and its deciding part,
+    part, with ``part = name + "_" + id`` (the part's stable id, its ``id`` column, which
+    :func:`lintf.book.design` states in advance: ``claim6_gap_widens``; a parts frame without
+    ids: ``key(part)``): ``part`` (statistic), ``part_low``, ``part_high`` (one-sided 95%
+    bounds), ``part_n`` (seeds), ``part_verdict``, ``part_text`` (:func:`part_text`: the
+    statistic, bounds and verdict, or ``"untested: <reason>"``, for prose where a part may be
+    untested) and, for log ratios, ``part_exp`` (the factor e^statistic); ``part_verdict``
+    can also be ``untested``. In words: ``name_headline`` (the verdict and its deciding part,
     :attr:`lintf.claims.Verdict.headline`), ``name_part`` (the deciding part), ``name_sentence``
     (what was found, :attr:`lintf.claims.Verdict.sentence`), ``name_counts`` (the parts' verdicts
     in English, e.g. "1 holds, 1 does not hold and 1 is untested"), ``name_parts_untested``.
@@ -379,14 +420,25 @@ def glue_verdict(v, name: str | None = None) -> list[str]:
                  f"{name}_sentence": getattr(v, "sentence", ""),
                  f"{name}_counts": count_words({k: verdicts.count(k) for k in (*VERDICTS, "untested")})})
     for row in ([] if parts is None else parts.itertuples()):
-        k = key(name, row.part)
+        k = key(name, getattr(row, "id", None) or row.part)
         keys.update({k: float(row.statistic), f"{k}_low": float(row.low), f"{k}_high": float(row.high),
-                     f"{k}_n": int(row.n), f"{k}_verdict": row.verdict})
+                     f"{k}_n": int(row.n), f"{k}_verdict": row.verdict, f"{k}_text": part_text(row)})
         if "log" in str(getattr(row, "what", "")):
             keys[f"{k}_exp"] = _exp(float(row.statistic))
     for k, value in keys.items():
         glue(k, value)
     return list(keys)
+
+
+def part_text(row, digits: int = 2) -> str:
+    """A verdict's part in words for the prose: ``"0.13 [0.02, inf] (holds)"`` (its statistic,
+    one-sided bounds with ``digits`` decimals, and verdict) when tested, ``"untested: <reason>"``
+    when not, never "nan" (``row``: a row of ``details["parts"]``, a namedtuple or a Series with
+    ``statistic``, ``low``, ``high``, ``verdict`` and ``extra``)."""
+    digits = check_int("digits", digits, minimum=0)
+    if row.verdict == "untested":
+        return f"untested: {getattr(row, 'extra', '') or 'no data'}"
+    return f"{row.statistic:.{digits}f} [{row.low:.{digits}f}, {row.high:.{digits}f}] ({row.verdict})"
 
 
 def _exp(x: float) -> float:

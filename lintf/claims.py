@@ -1,4 +1,4 @@
-"""The paper's eight claims, decided from our own numbers.
+"""The paper's claims (declared in :mod:`lintf.registry`), decided from our own numbers.
 
 Every claim is a function of tidy results that returns a :class:`Verdict`. The rule that
 decides it is written in its docstring and fixed before looking at any result, and every
@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -61,20 +62,22 @@ from .summaries import (_EIGEN_COLUMNS, OPTIMIZERS, _RUN, _cat, _check_frac, _ch
                         _slope, _stable_seed, best_lr, condition_ratio_table, final_loss, noise_tail_table,
                         noise_tails_per_seed)
 
-CLAIMS: dict[int, str] = {
-    1: "Adam reaches a lower loss than SGDM in every setting (Fig 2).",
-    2: ("Gradient noise at initialisation is heavy-tailed, more so for gamma covariates than "
-        "for sphere and gaussian, and more for L=6, 8 than L=2, 4 (Figs 3, 10, 13)."),
-    3: ("R_med(SGDM) > R_med(Adam) along training; the gap grows with heavier-tailed data and "
-        "with depth (Table, Figs 11, 14)."),
-    4: "Adam's directional smoothness is lower than SGDM's (Fig 5).",
-    5: "Smoothness grows with gradient norm (Fig 16).",
-    6: "The Adam-SGDM loss gap widens with depth, while both losses fall with depth (Fig 12).",
-    7: ("Light-tailed (sphere) covariates make both optimizers faster, without closing the "
-        "relative gap (Fig 9)."),
-    8: "Linear attention trains faster than softmax attention on this task (Fig 7).",
-}
-"""The paper's claims, by number."""
+
+def __getattr__(name: str):
+    """``CLAIMS``: ``{number: statement}`` of the paper's claims, a view of
+    :data:`lintf.registry.REGISTRY`, where each claim is declared once (read lazily: the
+    registry imports this module)."""
+    if name == "CLAIMS":
+        from .registry import REGISTRY
+        return {k: c.statement for k, c in REGISTRY.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _statement(claim: int) -> str:
+    """Claim ``claim``'s statement, from :data:`lintf.registry.REGISTRY`."""
+    from .registry import REGISTRY
+    return REGISTRY[claim].statement if claim in REGISTRY else f"claim {claim}"
+
 
 HYPOTHESES: dict[str, str] = {
     "A1": "Sign descent with momentum (signum) closes at least half of the SGDM-Adam log-loss gap.",
@@ -283,7 +286,7 @@ def _fmt(v: float) -> str:
     return ("inf" if v > 0 else "-inf") if math.isinf(v) else f"{v:.3g}"
 
 
-_PART_COLUMNS = ["part", "statistic", "low", "high", "p_greater", "p_less", "threshold", "side", "n",
+_PART_COLUMNS = ["id", "part", "statistic", "low", "high", "p_greater", "p_less", "threshold", "side", "n",
                  "verdict", "what", "extra"]
 
 
@@ -295,35 +298,44 @@ def _says(name: str, says) -> tuple[str, str]:
     return tuple(says)
 
 
+def part_id(*words) -> str:
+    """A part's stable id from ``words``: lower case, every run of other characters than letters
+    and digits one underscore (``part_id("heavy", "setting1")`` is ``"heavy_setting1"``). Glue
+    keys are built from it (:func:`lintf.chapter.glue_verdict`), never from the part's label."""
+    return "_".join(re.sub(r"[^a-z0-9]+", "_", str(w).lower()).strip("_") for w in words)
+
+
 def _part(name: str, values, level: float, threshold: float = 0.0, side: str = "greater",
-          what: str = "", extra: str = "", says=None) -> dict:
+          what: str = "", extra: str = "", says=None, pid: str | None = None) -> dict:
     """One part decided by :func:`lintf.stats.test` on its per-seed ``values``; untested
     (:func:`_untested`) when there are fewer than :func:`lintf.stats.min_seeds` values, which
-    no outcome could decide. ``says``: (what the part claims, its reverse), in words."""
+    no outcome could decide. ``says``: (what the part claims, its reverse), in words. ``pid``:
+    the part's stable id (:func:`part_id`; None: from ``name``), the same as
+    :func:`lintf.book.design` states in advance."""
     values = np.asarray(values, dtype=float)
     need = stats.min_seeds(level)
     if values.size < need:
         return _untested(name, f"{values.size} seed(s), fewer than the {need} the rule needs to decide",
-                         threshold, side, what, says, n=values.size)
+                         threshold, side, what, says, n=values.size, pid=pid)
     t = stats.test(values, side=side, level=level, threshold=threshold)
-    return {"part": name, "statistic": t.estimate, "low": t.low, "high": t.high,
+    return {"id": pid or part_id(name), "part": name, "statistic": t.estimate, "low": t.low, "high": t.high,
             "p_greater": t.p_greater, "p_less": t.p_less, "threshold": float(threshold), "side": side,
             "n": t.n, "verdict": t.verdict, "what": what, "extra": extra, "_test": t, "_says": _says(name, says)}
 
 
 def _untested(name: str, reason: str, threshold: float = 0.0, side: str = "greater", what: str = "",
-              says=None, n: int = 0) -> dict:
+              says=None, n: int = 0, pid: str | None = None) -> dict:
     """A part that could not be tested (no data, a diverged depth, too few seeds): verdict
     ``untested``, no statistic; it enters :func:`lintf.stats.combine` as ``None``."""
-    return {"part": name, "statistic": math.nan, "low": math.nan, "high": math.nan, "p_greater": math.nan,
-            "p_less": math.nan, "threshold": float(threshold), "side": side, "n": int(n), "verdict": "untested",
-            "what": what, "extra": reason, "_test": None, "_says": _says(name, says)}
+    return {"id": pid or part_id(name), "part": name, "statistic": math.nan, "low": math.nan, "high": math.nan,
+            "p_greater": math.nan, "p_less": math.nan, "threshold": float(threshold), "side": side, "n": int(n),
+            "verdict": "untested", "what": what, "extra": reason, "_test": None, "_says": _says(name, says)}
 
 
 def _blocked(name: str, reason: str, threshold: float = 0.0, side: str = "greater", what: str = "",
-             says=None) -> dict:
+             says=None, pid: str | None = None) -> dict:
     """A part that the data cannot decide (e.g. a diverged depth): untested."""
-    return _untested(name, reason, threshold, side, what, says)
+    return _untested(name, reason, threshold, side, what, says, pid=pid)
 
 
 def _describe(p: dict) -> str:
@@ -355,9 +367,15 @@ def _sentence(parts: list[dict], survive) -> str:
 
 def _decide(claim: int, parts: list[dict], notes: list[str], data=None,
             untested: list[str] | None = None, level: float = 0.95) -> Verdict:
-    """Combine the parts (untested ones, and the ``untested`` names, enter as ``None``)."""
-    named = {p["part"] for p in parts}
-    parts = list(parts) + [_untested(u, "no data") for u in (untested or []) if u not in named]
+    """Combine the parts (untested ones, and the ``untested`` names, enter as ``None``).
+    ``untested``: part labels, or ``(id, label)`` pairs where the id is not the label's
+    (:func:`part_id`); one whose id a part of ``parts`` already has is left out."""
+    named = {p["id"] for p in parts}
+    for u in untested or []:
+        pid, label = u if isinstance(u, tuple) else (part_id(u), u)
+        if pid not in named:
+            parts = list(parts) + [_untested(label, "no data", pid=pid)]
+            named.add(pid)
     untested = [p["part"] for p in parts if p["_test"] is None]
     tests = [p["_test"] for p in parts]
     overall = stats.combine(tests, level=level)
@@ -388,7 +406,8 @@ def _decide(claim: int, parts: list[dict], notes: list[str], data=None,
         part, what = str(row["part"]), str(row["what"])
     details = {"parts": table, "data": data if data is not None else pd.DataFrame(),
                "untested": untested}
-    return Verdict(claim, {**CLAIMS, **HYPOTHESES}[claim], overall, stat, interval, "\n".join(lines), details,
+    text = HYPOTHESES[claim] if isinstance(claim, str) else _statement(claim)
+    return Verdict(claim, text, overall, stat, interval, "\n".join(lines), details,
                    part=part, sentence=_sentence(parts, survive), what=what)
 
 
@@ -412,7 +431,7 @@ def claim1(history: pd.DataFrame, settings=None, quantity: str | None = None, fr
         d, n2 = _paired_log(final, (s, "sgdm"), (s, "adam"))
         notes += n2
         if d.empty:
-            untested.append(f"{s} (no paired SGDM/Adam runs)")
+            untested.append((part_id(s), f"{s} (no paired SGDM/Adam runs)"))
             continue
         parts.append(_part(s, d.to_numpy(), level, what="mean log(SGDM/Adam final loss)",
                            says=(f"Adam's final loss is below SGDM's in {_title(s)}",
@@ -466,25 +485,27 @@ def claim2(noise: pd.DataFrame, spectrum: pd.DataFrame, heavy=DEFAULT_SETTINGS, 
     parts, untested = [], []
     for s in heavy:
         if s not in have:
-            untested.append(f"heavy tails in {s}")
+            untested.append((part_id("heavy", s), f"heavy tails in {s}"))
             continue
-        parts.append(_part(f"heavy-tailed: {s}", series(s).to_numpy(), level,
+        parts.append(_part(f"heavy-tailed: {s}", series(s).to_numpy(), level, pid=part_id("heavy", s),
                            what="excess kurtosis over the Gaussian null", extra=hill_note(series(s, "hill_deficit")),
                            says=(f"the noise in {_title(s)} is heavier-tailed than Gaussian noise of its covariance",
                                  f"the noise in {_title(s)} is lighter-tailed than Gaussian noise of its covariance")))
-    pairs = [(f"gamma > {other}", tails.get("gamma"), tails.get(other)) for other in ("sphere", "gaussian")]
-    pairs += [(f"L={hi} > L={lo}", depths.get(hi), depths.get(lo)) for hi in deep for lo in shallow]
-    for name, a, b in pairs:
+    pairs = [(f"gamma > {other}", part_id("gamma_over", other), tails.get("gamma"), tails.get(other))
+             for other in ("sphere", "gaussian")]
+    pairs += [(f"L={hi} > L={lo}", part_id(f"l{hi}_over_l{lo}"), depths.get(hi), depths.get(lo))
+              for hi in deep for lo in shallow]
+    for name, pid, a, b in pairs:
         if a not in have or b not in have:
-            untested.append(f"{name} ({a} vs {b})")
+            untested.append((pid, f"{name} ({a} vs {b})"))
             continue
         d, n2 = _paired(series(a), series(b), f"{name} ({a} vs {b})")
         notes += n2
         if d.empty:
-            untested.append(f"{name} ({a} vs {b}): no common seeds")
+            untested.append((pid, f"{name} ({a} vs {b}): no common seeds"))
             continue
         dh, _ = _paired(series(a, "hill_deficit"), series(b, "hill_deficit"), name)
-        parts.append(_part(f"{name} ({a} vs {b})", d.to_numpy(), level,
+        parts.append(_part(f"{name} ({a} vs {b})", d.to_numpy(), level, pid=pid,
                            what="difference of excess kurtosis over the null", extra=hill_note(dh),
                            says=(f"the noise is heavier-tailed in {_title(a)} than in {_title(b)}",
                                  f"the noise is lighter-tailed in {_title(a)} than in {_title(b)}")))
@@ -528,9 +549,10 @@ def claim3(conditioning: pd.DataFrame, settings=None, steps=(750, 1250), method:
         for s in _present(ratio, settings) if step in steps else ():
             r = series(s, step)
             if r.empty:
-                untested.append(f"{s} at step {step}")
+                untested.append((part_id(s, step), f"{s} at step {step}"))
                 continue
             parts.append(_part(f"{s}, step {step}", r.to_numpy(), level, what="mean log R_med ratio",
+                               pid=part_id(s, step),
                                extra=f"(geometric-mean ratio {np.exp(r.mean()):.3g})",
                                says=(f"SGDM's R_med exceeds Adam's in {_title(s)} at {step}",
                                      f"Adam's R_med exceeds SGDM's in {_title(s)} at {step}")))
@@ -542,10 +564,11 @@ def claim3(conditioning: pd.DataFrame, settings=None, steps=(750, 1250), method:
             rb = series(b, step) if b in have else pd.Series(dtype=float)
             d, n2 = _paired(ra, rb, f"gamma > {other} at step {step}")
             if d.empty:
-                untested.append(f"gamma > {other} at step {step} ({a} vs {b})")
+                untested.append((part_id("gamma_over", other, step), f"gamma > {other} at step {step} ({a} vs {b})"))
                 continue
             notes += n2
             parts.append(_part(f"gamma > {other} ({a} vs {b}), step {step}", d.to_numpy(), level,
+                               pid=part_id("gamma_over", other, step),
                                what="difference of log ratio",
                                says=(f"the R_med gap is larger with gamma covariates than {other} ones at {step}",
                                      f"the R_med gap is smaller with gamma covariates than {other} ones at {step}")))
@@ -553,7 +576,7 @@ def claim3(conditioning: pd.DataFrame, settings=None, steps=(750, 1250), method:
             continue
         Ls = [L for L in sorted(depths) if depths[L] in have and not series(depths[L], step).empty]
         if len(Ls) < 2:
-            untested.append(f"growth with depth at step {step} (fewer than 2 depths)")
+            untested.append((part_id("depth", step), f"growth with depth at step {step} (fewer than 2 depths)"))
             continue
         wide = pd.concat({L: series(depths[L], step) for L in Ls}, axis=1)
         full = wide.dropna()
@@ -561,14 +584,14 @@ def claim3(conditioning: pd.DataFrame, settings=None, steps=(750, 1250), method:
             notes.append(f"growth with depth at step {step}: seed(s) "
                          f"{sorted(set(wide.index) - set(full.index))} not at every depth, excluded")
         if full.empty:
-            untested.append(f"growth with depth at step {step} (no seed at every depth)")
+            untested.append((part_id("depth", step), f"growth with depth at step {step} (no seed at every depth)"))
             continue
         slopes = _slope(np.array(Ls, dtype=float), full.to_numpy())
-        parts.append(_part(f"grows with depth L={Ls}, step {step}", slopes, level,
+        parts.append(_part(f"grows with depth L={Ls}, step {step}", slopes, level, pid=part_id("depth", step),
                            what="slope of log ratio per layer",
                            says=(f"the R_med gap grows with depth at {step}",
                                  f"the R_med gap shrinks with depth at {step}")))
-    untested += [s for s in (settings or ()) if s not in have]
+    untested += [(part_id(s, step), f"{s}, step {step}") for s in (settings or ()) if s not in have for step in steps]
     return _decide(3, parts, notes, ratio, untested, level)
 
 
@@ -603,11 +626,11 @@ def claim4(history: pd.DataFrame, settings=None, quantity: str | None = None, fr
         notes += _diverged_note(final[final["setting"] == s], s)
         p = per_run[per_run["setting"] == s].pivot_table(index="seed", columns="optimizer", values="log_s")
         if not {"sgdm", "adam"} <= set(p.columns):
-            untested.append(f"{s} (needs both optimizers)")
+            untested.append((part_id(s), f"{s} (needs both optimizers)"))
             continue
         d = (p["sgdm"] - p["adam"]).dropna()
         if d.empty:
-            untested.append(f"{s} (no paired seeds)")
+            untested.append((part_id(s), f"{s} (no paired seeds)"))
             continue
         parts.append(_part(s, d.to_numpy(), level, what="mean log(smoothness SGDM / Adam)",
                            says=(f"Adam's directional smoothness is below SGDM's in {_title(s)}",
@@ -694,7 +717,7 @@ def claim5(history: pd.DataFrame, settings=None, optimizer: str = "adam", max_st
                          "the detrending window (or constant residuals), excluded")
         per = per[per["spearman"].notna()]
         if per.empty:
-            untested.append(f"{s} (too few usable steps per seed to detrend)")
+            untested.append((part_id(s), f"{s} (too few usable steps per seed to detrend)"))
             continue
         parts.append(_part(s, per["spearman"].to_numpy(), level, what="mean detrended Spearman correlation",
                            extra=f"(plain Spearman {per['spearman_raw'].mean():.3g})",
@@ -725,7 +748,8 @@ def claim6(history: pd.DataFrame, depths: Mapping = DEPTHS, quantity: str | None
     Ls = [L for L in sorted(depths) if depths[L] in have]
     parts, untested = [], []
     if len(Ls) < 2:
-        return _decide(6, parts, notes, None, [f"depth trends (found depths {Ls}, need >= 2)"], level)
+        return _decide(6, parts, notes, None, [(pid, f"{pid} (found depths {Ls}, need >= 2)")
+                                               for pid in ("gap_widens", "sgdm_falls", "adam_falls")], level)
     x = np.array(Ls, dtype=float)
     f = final[final["setting"].isin([depths[L] for L in Ls])]
     f = f.assign(L=f["setting"].map({depths[L]: L for L in Ls}))
@@ -741,10 +765,10 @@ def claim6(history: pd.DataFrame, depths: Mapping = DEPTHS, quantity: str | None
         bad = [f"{opt} at L={L}: {k}" for opt in opts for L, k in diverged[opt].items() if k]
         return f"diverged run(s) at the chosen rates ({'; '.join(bad)})" if bad else ""
 
-    def slope_part(name, frame, side, what, opts, says):
+    def slope_part(pid, name, frame, side, what, opts, says):
         reason = blocked_by(opts)
         if reason:
-            parts.append(_blocked(name, reason, side=side, what=what, says=says))
+            parts.append(_blocked(name, reason, side=side, what=what, says=says, pid=pid))
             return None
         frame = frame.reindex(columns=Ls)
         full = frame.dropna()
@@ -752,18 +776,18 @@ def claim6(history: pd.DataFrame, depths: Mapping = DEPTHS, quantity: str | None
             notes.append(f"{name}: seed(s) {sorted(set(frame.index) - set(full.index))} not at every "
                          "depth, excluded")
         if full.empty:
-            untested.append(f"{name} (no seed at every depth)")
+            untested.append((pid, f"{name} (no seed at every depth)"))
             return None
         slopes = _slope(x, full.to_numpy())
-        parts.append(_part(name, slopes, level, side=side, what=what, says=says))
+        parts.append(_part(name, slopes, level, side=side, what=what, says=says, pid=pid))
         return pd.DataFrame({"part": name, "seed": full.index, "slope": slopes})
 
     gap = logs["sgdm"].reindex(columns=Ls) - logs["adam"].reindex(columns=Ls)
-    data = [slope_part(f"gap widens with depth L={Ls}", gap, "greater",
+    data = [slope_part("gap_widens", f"gap widens with depth L={Ls}", gap, "greater",
                        "slope of log(SGDM/Adam) per layer", OPTIMIZERS,
                        ("the SGDM/Adam loss gap widens with depth", "the SGDM/Adam loss gap narrows with depth"))]
     for opt in OPTIMIZERS:
-        data.append(slope_part(f"{opt} loss falls with depth", logs[opt], "less",
+        data.append(slope_part(f"{opt}_falls", f"{opt} loss falls with depth", logs[opt], "less",
                                "slope of log final loss per layer", (opt,),
                                (f"{_NAMES[opt]}'s final loss falls with depth", f"{_NAMES[opt]}'s final loss rises with depth")))
     return _decide(6, parts, notes, _cat([d for d in data if d is not None]), untested, level)
@@ -800,35 +824,36 @@ def claim7(history: pd.DataFrame, light: str = TAILS["sphere"], reference: str =
         notes += _diverged_note(final[final["setting"] == s], s)
     missing = [s for s in (light, reference) if s not in have]
     if missing:
-        return _decide(7, parts, notes, None, [f"all parts (settings {missing} missing)"], level)
+        ids = [f"{opt}_faster" for opt in OPTIMIZERS] + ["gap_kept"] + (["gap_kept_gaussian"] if gaussian else [])
+        return _decide(7, parts, notes, None, [(pid, f"{pid} (settings {missing} missing)") for pid in ids], level)
     for opt in OPTIMIZERS:
         d, n2 = _paired_log(final, (reference, opt), (light, opt))
         notes += n2
         if d.empty:
-            untested.append(f"{opt} faster on {light}")
+            untested.append((f"{opt}_faster", f"{opt} faster on {light}"))
             continue
-        parts.append(_part(f"{opt} lower loss on {light} than {reference}", d.to_numpy(), level,
+        parts.append(_part(f"{opt} lower loss on {light} than {reference}", d.to_numpy(), level, pid=f"{opt}_faster",
                            what=f"mean log(loss {reference} / loss {light})",
                            says=(f"{_NAMES[opt]} reaches a lower loss on {light} covariates than on {reference} ones",
                                  f"{_NAMES[opt]} reaches a higher loss on {light} covariates than on {reference} ones")))
     gap_light, n2 = _paired_log(final, (light, "sgdm"), (light, "adam"))
     notes += n2
-    for ref in (reference, gaussian):
+    for ref, pid in ((reference, "gap_kept"), (gaussian, "gap_kept_gaussian")):
         if ref is None:
             continue
         if ref not in have:
-            untested.append(f"gap not closed on {light} vs {ref}")
+            untested.append((pid, f"gap not closed on {light} vs {ref}"))
             continue
         gap_ref, n2 = _paired_log(final, (ref, "sgdm"), (ref, "adam"))
         notes += n2
         kept, n3 = _paired(gap_light, GAP_KEPT * gap_ref, f"gap on {light} vs {ref}")
         notes += n3
         if kept.empty:
-            untested.append(f"gap not closed on {light} vs {ref} (no paired seeds)")
+            untested.append((pid, f"gap not closed on {light} vs {ref} (no paired seeds)"))
             continue
         plain, _ = _paired(gap_light, gap_ref, "")
         tp = stats.test(plain.to_numpy(), level=level)
-        parts.append(_part(f"gap not closed on {light} vs {ref}", kept.to_numpy(), level,
+        parts.append(_part(f"gap not closed on {light} vs {ref}", kept.to_numpy(), level, pid=pid,
                            what=f"mean gap({light}) - {GAP_KEPT:g} gap({ref})",
                            extra=_gap_words(light, ref, tp),
                            says=(f"at least half of the SGDM/Adam log-loss gap on {ref} remains on {light}",
@@ -861,16 +886,16 @@ def claim8(history: pd.DataFrame, linear: str = ATTENTION["linear"], softmax: st
         present = {s for s in (linear, softmax)
                    if ((final["setting"] == s) & (final["optimizer"] == opt)).any()}
         if present != {linear, softmax}:
-            untested.append(f"{opt} ({linear} and {softmax} both needed)")
+            untested.append((f"{opt}_linear_faster", f"{opt} ({linear} and {softmax} both needed)"))
             continue
         d, n2 = _paired_log(final, (softmax, opt), (linear, opt))
         notes += n2
         if d.empty:
-            untested.append(f"{opt} (no paired seeds)")
+            untested.append((f"{opt}_linear_faster", f"{opt} (no paired seeds)"))
             continue
         lr_note = ", ".join(f"{s} lr {final[(final['setting'] == s) & (final['optimizer'] == opt)]['lr'].iloc[0]:g}"
                             for s in (linear, softmax))
-        parts.append(_part(f"{opt}: {softmax} vs {linear}", d.to_numpy(), level,
+        parts.append(_part(f"{opt}: {softmax} vs {linear}", d.to_numpy(), level, pid=f"{opt}_linear_faster",
                            what="mean log(softmax/linear final loss)", extra=f"({lr_note})",
                            says=(f"with {_NAMES[opt]}, linear attention reaches a lower loss than softmax",
                                  f"with {_NAMES[opt]}, softmax attention reaches a lower loss than linear")))
@@ -979,7 +1004,7 @@ def hypothesis(key: str, history: pd.DataFrame, runs: pd.DataFrame | None = None
     parts, notes, untested, data = [], [], [], []
     for s in settings:
         if s not in logs.index.get_level_values("setting") or not set(need) <= set(logs.columns):
-            untested.append(f"{s} (no runs of {', '.join(need)})")
+            untested.append((part_id(s), f"{s} (no runs of {', '.join(need)})"))
             continue
         w = logs.xs(s, level="setting")[list(need)]
         lost = w.index[w.isna().any(axis=1)].tolist()
@@ -987,7 +1012,7 @@ def hypothesis(key: str, history: pd.DataFrame, runs: pd.DataFrame | None = None
             notes.append(f"{s}: seed(s) {lost} with a diverged or missing run, excluded")
         w = w.dropna()
         if w.empty:
-            untested.append(f"{s} (every seed diverged)")
+            untested.append((part_id(s), f"{s} (every seed diverged)"))
             continue
         v = value(w).to_numpy(dtype=float)
         parts.append(_part(s, v, level, threshold=threshold, what=what,

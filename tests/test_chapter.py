@@ -99,6 +99,30 @@ def test_glue_verdict_glues_every_part_and_counts(monkeypatch):
             seen["claim1_parts_does_not_hold"]) == (2, 1, 1, 0)
 
 
+def test_glue_verdict_keys_come_from_the_part_ids_and_untested_parts_read_well(monkeypatch):
+    """The per-part keys are ``name_<id>``: rewording a part's label changes no key; an untested
+    part's ``_text`` says so with its reason instead of printing "nan"."""
+    import math
+
+    from lintf.claims import Verdict
+    seen = _glued(monkeypatch)
+    v = _verdict()
+    parts = v.details["parts"].assign(id=["setting1", "heavy_setting3"], extra=["", "3 seed(s), fewer than 5"],
+                                      verdict=["holds", "untested"], low=[0.2, math.nan], high=[1.1, math.nan])
+    for label in ("gap widens with depth L=[2, 4, 6, 8]", "gap widens with depth L=[2, 8]"):
+        seen.clear()
+        w = Verdict(6, v.text, "inconclusive", 0.7, (0.2, 1.1), "line",
+                    {"parts": parts.assign(part=[label, "untested one"])})
+        keys = chapter.glue_verdict(w)
+        assert {"claim6_setting1", "claim6_setting1_low", "claim6_setting1_text", "claim6_heavy_setting3_text"} \
+            <= set(keys)
+        assert not any("depth" in k for k in keys)
+        assert seen["claim6_setting1_text"] == "0.70 [0.20, 1.10] (holds)"
+        assert seen["claim6_heavy_setting3_text"] == "untested: 3 seed(s), fewer than 5"
+    assert chapter.part_text(parts.iloc[0].copy(), digits=1) == "0.7 [0.2, 1.1] (holds)"
+    assert chapter.part_text(parts.assign(high=math.inf).iloc[0]) == "0.70 [0.20, inf] (holds)"
+
+
 def test_glue_verdict_exp_only_for_log_ratios_and_never_overflows(monkeypatch):
     seen = _glued(monkeypatch)
     chapter.glue_verdict(_verdict(what="excess kurtosis over the Gaussian null"), "k")
@@ -147,3 +171,64 @@ def test_caption_seeds_and_notes_can_be_the_figure_s():
     assert f"seeds {list(p.scale.table_seeds)} (one dot each)" in text
     assert "Adam lr 0.02" in text                                   # Setting 1's note on its rate
     assert "Adam lr" not in chapter.caption("Fig 3.", "setting1", p, notes=False)
+
+
+def test_a_chapter_s_seeds_are_those_its_settings_train():
+    # at cpu the depth and covariate settings train comparison_seeds (8), the figure-only
+    # variants variant_seeds (3), the rest the scale's seeds (6): the line a chapter prints
+    # must be what lintf.experiments trains (scale.seeds_for when no seeds are given)
+    from lintf.settings import SETTINGS, get_scale
+    sc = get_scale("cpu")
+    assert len({sc.seeds, sc.comparison_seeds, sc.variant_seeds}) == 3       # the test needs them distinct
+    depth = chapter.parameters(scale="cpu", device="cpu", settings=["depth2", "depth8"])
+    assert depth.seed_list == sc.comparison_seeds != sc.seeds
+    assert chapter.seeds_text(depth) == f"seeds {list(sc.comparison_seeds)}"
+    base = chapter.parameters(scale="cpu", device="cpu", settings=["setting1", "setting3"])
+    assert base.seed_list == sc.seeds and chapter.seeds_text(base) == f"seeds {list(sc.seeds)}"
+    assert chapter.parameters(scale="cpu", device="cpu").seed_list == sc.seeds    # no settings
+    for name, s in SETTINGS.items():
+        assert depth.seeds_for(name) == depth.seeds_for(s) == sc.seeds_for(s)
+    # settings of different roles: every seed any of them trains, and the text says which
+    mixed = chapter.parameters(scale="cpu", device="cpu", settings=["setting1", "sphere"])
+    assert mixed.seed_list == tuple(sorted(set(sc.seeds) | set(sc.comparison_seeds)))
+    assert chapter.seeds_text(mixed, ["sphere", "gamma"]) == \
+        f"seeds {list(sc.comparison_seeds)} for sphere; {list(sc.seeds)} for gamma"
+    every = chapter.seeds_text(mixed, list(SETTINGS))
+    assert every == chapter.seeds_text(chapter.parameters(scale="cpu", device="cpu"))   # None: every setting
+    for seeds in {sc.seeds_for(s) for s in SETTINGS.values()}:
+        names = [n for n, s in SETTINGS.items() if sc.seeds_for(s) == seeds]
+        assert f"{list(seeds)} for {', '.join(names)}" in every
+    # seeds the reader gives are every setting's
+    given = chapter.parameters(scale="cpu", device="cpu", seeds=[3, 4], settings=["depth2"])
+    assert given.seed_list == (3, 4) and chapter.seeds_text(given, ["sphere", "gamma"]) == "seeds [3, 4]"
+
+
+def test_seeds_text_rejects_no_setting_or_an_unknown_one():
+    import pytest
+    p = chapter.parameters(scale="ci", device="cpu")
+    with pytest.raises(ValueError, match="settings"):
+        chapter.seeds_text(p, [])
+    with pytest.raises(ValueError, match="setting.*setting1"):
+        chapter.seeds_text(p, ["setting9"])
+
+
+def test_caption_names_each_setting_s_own_seeds():
+    p = chapter.parameters(scale="cpu", device="cpu")
+    sc = p.scale
+    text = chapter.caption("Fig 9.", ["sphere", "gamma"], p)
+    assert f"seeds {list(sc.comparison_seeds)} for sphere; {list(sc.seeds)} for gamma" in text
+    assert f"seeds {list(sc.comparison_seeds)} (" in chapter.caption("Fig 12.", ["depth2", "depth4"], p)
+    assert f"seeds {list(sc.seeds)} (" in chapter.caption("Fig 2.", ["setting1"], p)
+
+
+def test_caption_says_which_setting_each_note_is_about():
+    from lintf.settings import get_setting
+    p = chapter.parameters(scale="ci", device="cpu")
+    s1, s2, sphere = (get_setting(n) for n in ("setting1", "setting2", "sphere"))
+    both = chapter.caption("Fig 2.", ["setting1", "setting2", "setting3"], p)
+    assert f"{s1.title} — {s1.note} {s2.title} — {s2.note}" in both     # in the figure's order
+    assert chapter.caption("Fig 9.", ["sphere", "gamma"], p).count(sphere.note) == 1
+    assert f"{sphere.title} — {sphere.note}" in chapter.caption("Fig 9.", ["sphere", "gamma"], p)
+    alone = chapter.caption("Fig 5.", "setting1", p)                  # one setting: the note alone
+    assert s1.note in alone and f"— {s1.note}" not in alone
+    assert s1.note not in chapter.caption("Fig 2.", ["setting1", "setting2"], p, notes=False)

@@ -98,7 +98,7 @@ def test_verdict_object_renders():
     assert row["claim"] == 1 and row["verdict"] == "holds" and row["low"] > 0
     assert "Verdict: holds" in v._repr_markdown_() and "<li>" in v._repr_html_()
     assert list(C.scorecard([v]).columns) == ["text", "verdict", "statistic", "low", "high", "evidence"]
-    assert list(v.details["parts"].columns) == ["part", "statistic", "low", "high", "p_greater", "p_less",
+    assert list(v.details["parts"].columns) == ["id", "part", "statistic", "low", "high", "p_greater", "p_less",
                                                 "threshold", "side", "n", "verdict", "what", "extra"]
 
 

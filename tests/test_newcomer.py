@@ -77,6 +77,7 @@ def test_code_lines_wrap_on_the_page():
     css = (BOOK / "_static" / "lintf.css").read_text()
     assert "white-space: pre-wrap" in css and "div.cell div.cell_input pre" in css
     assert "div.cell div.cell_output table" in css and "overflow-x: auto" in css   # wide tables scroll
+    assert "font-size: 0.875em" in css      # at the code's size, tables a word too wide fit (no cut header)
 
 
 def test_an_unknown_name_stops_the_chapter_and_names_its_parameters():
