@@ -10,7 +10,11 @@ run's numbers do not depend on which other runs share the program
 ``nn.Module`` + ``torch.optim`` loop).
 
 A run whose loss or gradient turns non-finite is marked diverged at that step and frozen;
-the others go on.
+the others go on. With ``skip_nonfinite=k > 0`` a non-finite step is skipped instead (the
+run's parameters and optimizer moments stay as they were, the step is counted in the run's
+``skipped``), and the run is marked diverged only when more than ``k`` steps in a row are
+non-finite (from the first of them): a deep model's rare minibatch whose loss overflows even
+float64 is then one lost step, not a lost run (the depth chapter).
 
 Speed (``benchmarks/bench_engine.py``). Every model is differentiated by hand, directional
 smoothness included: the plain linear model (``attention="linear"``, ``qk="joint"``, no front
@@ -223,6 +227,7 @@ class BatchStream:
 
     def __init__(self, prompts: Prompts, seeds, batch_size: int, device, dtype, probe: bool = False):
         self.prompts, self.batch_size, self.device, self.dtype = prompts, batch_size, device, check_dtype(dtype)
+        self.seeds = tuple(seeds)
         streams = [probe_stream(s) if probe else seed_streams(s)[1] for s in seeds]   # probe: :func:`probe_stream`
         self.generators = [torch.Generator(device="cpu").manual_seed(x) for x in streams]
 
@@ -237,7 +242,8 @@ class BatchStream:
 class TrainResult:
     """What a training program produced.
 
-    runs : one row per run: ``run, optimizer, lr, seed, diverged, diverged_step`` (-1 if not).
+    runs : one row per run: ``run, optimizer, lr, seed, diverged, diverged_step`` (-1 if not),
+        ``skipped`` (non-finite steps skipped, ``skip_nonfinite``; 0 without).
     history : tidy, one row per ``(run, step, quantity)``: columns ``optimizer, lr, seed,
         step, quantity, value``; quantities ``loss`` (training minibatch loss of ``x_t``),
         ``grad_norm`` (before clipping), ``smoothness`` (directional smoothness, if
@@ -348,7 +354,7 @@ def train(model: Model, prompts: Prompts, configs, seeds, *, steps: int, batch_s
           optim_config: optim.OptimConfig = optim.OptimConfig(), eval_every: int = 50,
           eval_size: int = 1000, checkpoint_every: int | None = 250, record_smoothness: bool = False,
           smoothness_every: int = 1, device="auto", dtype=torch.float32, progress: bool | None = None,
-          desc: str = "train", backend: str | None = None) -> TrainResult:
+          desc: str = "train", backend: str | None = None, skip_nonfinite: int = 0) -> TrainResult:
     """Train every ``(optimizer, lr)`` in ``configs`` from every seed in ``seeds``, batched.
 
     Parameters
@@ -370,8 +376,15 @@ def train(model: Model, prompts: Prompts, configs, seeds, *, steps: int, batch_s
         through :mod:`lintf.model` for every model, ``"fast"`` and ``"auto"`` by hand
         (:mod:`lintf.fast`, :mod:`lintf.fast_variants`: every model); None:
         ``$LINTF_BACKEND``, else ``"auto"``. The same numbers to float32 rounding (tested).
+    skip_nonfinite : 0 (default): a run whose minibatch loss or gradient is non-finite is
+        diverged at that step and frozen. ``k > 0``: such a step is skipped (parameters and
+        optimizer moments unchanged, counted in ``runs.skipped``; Adam's shared step counter
+        still advances, which moves its bias correction by less than ``0.9^t``) and the run
+        is diverged only after more than ``k`` non-finite steps in a row, at the first of them.
+        Skipped steps record NaN loss and gradient norm.
     """
     configs = _check_configs(configs)
+    skip_nonfinite = check_int("skip_nonfinite", skip_nonfinite, minimum=0)
     dtype = check_dtype(dtype)
     hand = fast_variants.use(model, backend)
     seeds = check_seeds("seeds", seeds)
@@ -391,9 +404,11 @@ def train(model: Model, prompts: Prompts, configs, seeds, *, steps: int, batch_s
         _keep_freed_memory()
         with cpu_threads(CPU_THREADS):
             return _train(model, prompts, configs, seeds, steps, batch_size, optim_config, eval_every, eval_size,
-                          checkpoint_every, record_smoothness, smoothness_every, device, dtype, progress, desc, hand)
+                          checkpoint_every, record_smoothness, smoothness_every, device, dtype, progress, desc, hand,
+                          skip_nonfinite)
     return _train(model, prompts, configs, seeds, steps, batch_size, optim_config, eval_every, eval_size,
-                  checkpoint_every, record_smoothness, smoothness_every, device, dtype, progress, desc, hand)
+                  checkpoint_every, record_smoothness, smoothness_every, device, dtype, progress, desc, hand,
+                  skip_nonfinite)
 
 
 class _Program:
@@ -533,7 +548,7 @@ def _cat(parts):
 
 def _train(model, prompts, configs, seeds, steps, batch_size, optim_config, eval_every, eval_size,
            checkpoint_every, record_smoothness, smoothness_every, device, dtype, progress,
-           desc, hand) -> TrainResult:
+           desc, hand, skip_nonfinite=0) -> TrainResult:
     K, S = len(configs), len(seeds)
     program = _Program(model, prompts.n, K, S, device, keep_forward=record_smoothness, hand=hand)
     lr = torch.tensor([c[1] for c in configs], device=device, dtype=dtype).unsqueeze(1).expand(K, S)
@@ -547,6 +562,8 @@ def _train(model, prompts, configs, seeds, steps, batch_size, optim_config, eval
 
     active = torch.ones(K, S, dtype=torch.bool, device=device)
     diverged_step = torch.full((K, S), -1, dtype=torch.long, device=device)
+    skipped = torch.zeros(K, S, dtype=torch.long, device=device)
+    streak = torch.zeros(K, S, dtype=torch.long, device=device)      # non-finite steps in a row
     rec = {q: torch.full((steps, K, S), float("nan"), device=device, dtype=dtype)
            for q in ["loss", "grad_norm"]}
     smooth_steps = np.arange(0, steps, smoothness_every) if record_smoothness else np.arange(0)
@@ -587,20 +604,34 @@ def _train(model, prompts, configs, seeds, steps, batch_size, optim_config, eval
             losses, grads = program.loss_and_grad(params, batch)      # (K, S), dict
             with torch.no_grad():
                 clipped, norms = optim.clip_by_global_norm(grads, optim_config.clip, run_dims=2)
-                new, delta = optim.update(params, clipped, state, lr, kind, optim_config, run_dims=2)
                 finite = torch.isfinite(losses) & torch.isfinite(norms)
-                diverged_step.masked_fill_(active & ~finite, t)
-                active &= finite
-                rec["loss"][t] = torch.where(active, losses, float("nan"))
-                rec["grad_norm"][t] = torch.where(active, norms, float("nan"))
+                moments = (dict(state["m"]), dict(state["v"]))         # update() replaces, never mutates
+                new, delta = optim.update(params, clipped, state, lr, kind, optim_config, run_dims=2)
+                if skip_nonfinite:
+                    streak = torch.where(finite, 0, streak + 1)
+                    lost = active & (streak > skip_nonfinite)
+                    diverged_step.masked_fill_(lost, t - skip_nonfinite)
+                    active &= ~lost
+                    skipped += (active & ~finite).long()
+                    for store_, old in zip((state["m"], state["v"]), moments):
+                        for k in names:
+                            keep = finite.reshape(K, S, *([1] * (old[k].dim() - 2)))
+                            store_[k] = torch.where(keep, store_[k], old[k])
+                    step_ok = active & finite
+                else:
+                    diverged_step.masked_fill_(active & ~finite, t)
+                    active &= finite
+                    step_ok = active
+                rec["loss"][t] = torch.where(step_ok, losses, float("nan"))
+                rec["grad_norm"][t] = torch.where(step_ok, norms, float("nan"))
                 if record_smoothness and t % smoothness_every == 0:
                     smooth = program.smoothness(params, delta, batch, Z, y)
-                    smooth_rec[t // smoothness_every] = torch.where(active, smooth, float("nan"))
+                    smooth_rec[t // smoothness_every] = torch.where(step_ok, smooth, float("nan"))
                     _, probe_grads = program.loss_and_grad(params, program.batch(*probes.next()))
                     program.forwards = []
                     probe_rec[t // smoothness_every] = torch.where(
-                        active, optim.global_norm(probe_grads, run_dims=2), float("nan"))
-                params = {k: torch.where(active.reshape(K, S, *([1] * (new[k].dim() - 2))), new[k], params[k])
+                        step_ok, optim.global_norm(probe_grads, run_dims=2), float("nan"))
+                params = {k: torch.where(step_ok.reshape(K, S, *([1] * (new[k].dim() - 2))), new[k], params[k])
                           for k in names}
         if eval_steps[eval_i] == steps:
             evaluate(eval_i)
@@ -619,6 +650,7 @@ def _train(model, prompts, configs, seeds, steps, batch_size, optim_config, eval
         "seed": np.tile(seeds, K),
         "diverged": (diverged_step >= 0).reshape(-1).cpu().numpy(),
         "diverged_step": diverged_step.reshape(-1).cpu().numpy(),
+        "skipped": skipped.reshape(-1).cpu().numpy(),
     })
     frames = [_tidy(runs, np.arange(steps), q, v) for q, v in rec.items()]
     if record_smoothness:

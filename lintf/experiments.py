@@ -220,15 +220,22 @@ FLOAT32_NORM_LIMIT = FLOAT32_MAX ** 0.5
 ``||g||`` overflows above it, and the engine then marks the run diverged."""
 
 
+PAIR_SEEDS = 4
+"""Seeds of :func:`precision_pair` by default (the first of the setting's)."""
+
+
 def precision_pair(setting, scale=None, *, lrs="paper", seeds=None, steps=None, rtol: float = 0.01, device="auto",
                    store=None, progress=None, cached_only=False) -> dict:
     """The same runs trained in float32 and in float64 arithmetic (the depth chapter's figure).
 
     :func:`training` of ``setting`` at ``lrs`` (:data:`LR_CHOICES` but ``"stable"``, or a dict;
     default Table 2's) from ``seeds`` for ``steps`` iterations (None: the scale's), once with
-    ``precision="float32"`` and once with ``"float64"`` (two store entries; the one of the
-    setting's own precision is the chapter's run). A seed draws the same initialisation and
-    batches in both (:data:`lintf.engine.DTYPES`), so the runs differ by their arithmetic only.
+    ``precision="float32"`` and once with ``"float64"`` (two store entries), both with
+    ``skip_nonfinite=0``: the raw arithmetic, in which a run is diverged at its first non-finite
+    step (the chapters' depth runs skip such steps, :attr:`lintf.settings.Setting.skip_nonfinite`).
+    ``seeds`` None: the first :data:`PAIR_SEEDS` of the setting's seeds (the pair explains; no
+    claim is decided on it). A seed draws the same initialisation and batches in both
+    (:data:`lintf.engine.DTYPES`), so the runs differ by their arithmetic only.
 
     Returns frames ``history`` and ``runs`` of both (a ``precision`` column; history quantities
     ``loss``, ``grad_norm``, ``eval_loss``) and ``pairs``, one row per run (stored as kind
@@ -246,8 +253,10 @@ def precision_pair(setting, scale=None, *, lrs="paper", seeds=None, steps=None, 
         raise ValueError(f"rtol must be a number in (0, 1), got {rtol!r}")
     kw = dict(device=device, store=store, progress=progress, cached_only=cached_only)
     rates = learning_rates(setting, scale, lrs=lrs, **kw)
-    got = {p: training(dataclasses.replace(setting, precision=p), scale, lrs=rates, seeds=seeds, steps=steps,
-                       smoothness=False, **kw) for p in ("float32", "float64")}
+    if seeds is None:
+        seeds = scale.seeds_for(setting)[:PAIR_SEEDS]
+    got = {p: training(dataclasses.replace(setting, precision=p, skip_nonfinite=0), scale, lrs=rates, seeds=seeds,
+                       steps=steps, smoothness=False, **kw) for p in ("float32", "float64")}
     keep = ["loss", "grad_norm", "eval_loss"]
     history = pd.concat([g.frames["history"].assign(precision=p) for p, g in got.items()], ignore_index=True)
     history = history[history["quantity"].isin(keep)].reset_index(drop=True)
@@ -290,6 +299,8 @@ def _train_config(setting, scale, configs, seeds, steps, device, smoothness, cli
               "device": device.type, "dtype": setting.precision}
     if device.type == "cuda":                       # these flags change float32 numbers on a GPU
         config["precision"] = precision_flags(device)
+    if setting.skip_nonfinite:                      # in the key only where set: other keys unchanged
+        config["skip_nonfinite"] = setting.skip_nonfinite
     if any(o not in OPTIMIZERS for o, _ in configs):
         config["optim"] = dataclasses.asdict(OptimConfig(clip=config["clip"]))
     return config
@@ -302,7 +313,7 @@ def _program(setting, scale, configs, seeds, steps, smoothness, dev, progress, c
                 optim_config=OptimConfig(clip=setting.clip if clip else None), eval_every=scale.eval_every,
                 checkpoint_every=scale.checkpoint_every, record_smoothness=smoothness,
                 smoothness_every=scale.smoothness_every, device=dev, dtype=setting.dtype, progress=progress,
-                desc=setting.name)
+                desc=setting.name, skip_nonfinite=setting.skip_nonfinite)
     meta = pd.DataFrame({"seconds": [res.seconds], "steps": [steps], "runs": [len(res.runs)]})
     return {"runs": res.runs, "history": res.history, "meta": meta}, res.to_tensors()
 
@@ -814,7 +825,9 @@ def lr_sweep(setting, scale=None, *, points: int | None = None, steps: int | Non
 
     Frame ``sweep``: ``setting, optimizer, lr, seed, final_loss, diverged, diverged_step`` with
     ``final_loss`` that of :func:`lintf.summaries.final_loss` on the training loss (the mean over
-    the last 10% of steps; NaN if diverged).
+    the last 10% of steps; NaN if diverged), and ``final_loss_half``, ``diverged_half``: the same
+    over the first half of the steps (whether the grid's choice is stable:
+    :func:`lintf.summaries.best_lr` with ``at="half"``).
     """
     setting, scale = _resolve(setting, scale)
     dev = resolve_device(device)
@@ -839,6 +852,16 @@ def lr_sweep(setting, scale=None, *, points: int | None = None, steps: int | Non
                            runs=res.runs.assign(setting=setting.name))
         sweep = res.runs[["optimizer", "lr", "seed", "diverged_step"]].merge(
             final[["optimizer", "lr", "seed", "final_loss", "diverged"]], on=["optimizer", "lr", "seed"])
-        return {"sweep": sweep[["optimizer", "lr", "seed", "final_loss", "diverged", "diverged_step"]]}
+        half = max(1, steps // 2)
+        early = res.runs.assign(setting=setting.name)
+        late = early["diverged_step"] >= half                           # alive at half the horizon
+        early.loc[late, "diverged"], early.loc[late, "diverged_step"] = False, -1
+        first = final_loss(res.history[res.history["step"] < half].assign(setting=setting.name), quantity="loss",
+                           frac=0.1, runs=early)
+        sweep = sweep.merge(first[["optimizer", "lr", "seed", "final_loss", "diverged"]]
+                            .rename(columns={"final_loss": "final_loss_half", "diverged": "diverged_half"}),
+                            on=["optimizer", "lr", "seed"])
+        return {"sweep": sweep[["optimizer", "lr", "seed", "final_loss", "diverged", "diverged_step",
+                                "final_loss_half", "diverged_half"]]}
 
     return _get("sweep", config, compute, setting, scale, store, cached_only)

@@ -19,7 +19,7 @@ import time
 from . import book, claims
 from . import experiments as E
 from .checks import check_choice
-from .settings import Scale, default_scale, get_scale, get_setting
+from .settings import SETTINGS, Scale, default_scale, get_scale, get_setting
 
 CHAPTERS = ("adaptive_vs_sgd", "heavy_tails", "conditioning", "smoothness", "depth", "nonlinear", "ablation",
             "scorecard")
@@ -87,12 +87,22 @@ def _sweep_kw(setting: str, sc: Scale, points=None, steps=None) -> dict:
     return {"points": points, "steps": steps}
 
 
+def twin(setting: str) -> str:
+    """The first setting of :data:`lintf.settings.SETTINGS` that is the same experiment as
+    ``setting``: equal in everything but its name, title and note (the gamma setting of the
+    heavy-tails chapter is Setting 3). Results are keyed without names, so the plan computes
+    such a pair once (two workers would otherwise compute it twice)."""
+    plain = lambda st: dataclasses.replace(st, name="", title="", note="")   # noqa: E731
+    me = plain(get_setting(setting))
+    return next(name for name, st in SETTINGS.items() if plain(st) == me)
+
+
 class _Builder:
     def __init__(self, sc: Scale):
         self.sc, self.items, self.by_call = sc, {}, {}
 
     def add(self, name, function, setting, kwargs, chapters, iterations, unit="train", after=()):
-        call = (function, setting, repr(sorted(kwargs.items())))
+        call = (function, twin(setting), repr(sorted(kwargs.items())))
         chapters = (chapters,) if isinstance(chapters, str) else tuple(chapters)
         if call in self.by_call:                      # the same call read by another chapter
             name = self.by_call[call]
@@ -125,6 +135,8 @@ class _Builder:
             work = 0                                       # the stable search's runs, selected
         else:
             work = 2 * len(sc.seeds_for(st)) * horizon
+            if st.role == "depth" and steps is None:       # Table 2's rates are the search's first try:
+                after = (self.stable(s, chapter),)         # after it, they are often stored already
         suffix = "" if not kw else "/" + "/".join(f"{v}" for v in kw.values())
         return self.add(f"training/{s}{suffix}", "training", s, kw, chapter, work, after=after)
 
@@ -139,8 +151,10 @@ class _Builder:
 
     def stable(self, s, chapter):
         sc, st = self.sc, get_setting(s)
-        # the largest rate of the grid for both optimizers (the smaller ones only after a divergence)
-        return self.add(f"stable/{s}", "stable_search", s, {}, chapter, 2 * len(sc.seeds_for(st)) * sc.steps_for(st))
+        # the largest rate of the grid for both optimizers on the search seeds (the smaller ones only
+        # after a divergence), then the tested seeds at the chosen rates
+        return self.add(f"stable/{s}", "stable_search", s, {}, chapter,
+                        2 * (len(sc.sweep_seeds) + len(sc.seeds_for(st))) * sc.steps_for(st))
 
     def noise(self, s, chapter):
         sc = self.sc
@@ -192,9 +206,8 @@ class _Builder:
 
     def precision_pair(self, s, chapter):
         sc, st = self.sc, get_setting(s)
-        paper = self.training(s, chapter, lrs="paper")         # its float32 half (the setting's own precision)
-        return self.add(f"precision_pair/{s}", "precision_pair", s, {}, chapter,
-                        2 * len(sc.seeds_for(st)) * sc.steps_for(st), after=(paper,))
+        n = len(sc.seeds_for(st)[:E.PAIR_SEEDS])                # two precisions x two optimizers, no skipping
+        return self.add(f"precision_pair/{s}", "precision_pair", s, {}, chapter, 2 * 2 * n * sc.steps_for(st))
 
     def ablation(self, s, chapter):
         sc = self.sc
@@ -408,6 +421,33 @@ def estimate(exp: Experiment, rates: dict) -> float:
 
 
 # -- computing the plan ----------------------------------------------------------------------
+UNIT_WEIGHT = {"train": 1.0, "gradient": 1.0, "hessian": 100.0}
+"""Rough cost of one unit in run-iterations of Setting 1 (an exact Hessian costs about 100 of
+them here), for :func:`priorities` only: the order of the tasks, never a number."""
+
+
+def _rough_cost(exp: Experiment) -> float:
+    st = get_setting(exp.setting)
+    size = st.model.L / 3 * (st.model.d / 5) ** 2 * (1.6 if st.precision == "float64" else 1.0)
+    return exp.iterations * UNIT_WEIGHT[exp.unit] * size
+
+
+def priorities(experiments) -> dict:
+    """A Dask priority per experiment name (higher first): the rough cost of the longest chain
+    of work that starts at it (itself and what waits for it), so that the longest chains start
+    first and two workers finish together. Changes the order of the tasks only."""
+    exps = list(experiments)
+    waits = {e.name: [] for e in exps}
+    for e in exps:
+        for a in e.after:
+            if a in waits:
+                waits[a].append(e)
+    chain = {}
+    for e in reversed(exps):                                    # plan order: what waits comes later
+        chain[e.name] = _rough_cost(e) + max((chain.get(w.name, 0.0) for w in waits[e.name]), default=0.0)
+    return {name: int(c) for name, c in chain.items()}
+
+
 def run_task(exp: Experiment, scale: str, device: str, root: str, *after) -> list[str]:
     """One task of ``python -m lintf compute``: ``exp`` computed (or read) at the scale named
     ``scale`` into the store at ``root``, on one torch thread (the same numbers in-process and
@@ -468,10 +508,11 @@ def compute(scale=None, *, only=None, experiments=None, device="auto", store=Non
     else:
         from dask.distributed import as_completed
         futures, names = {}, {}
+        first = priorities(todo)
         for exp in todo:
             deps = [futures[a] for a in exp.after if a in futures]
             fut = client.submit(run_task, exp, sc.name, device, root, *deps, key=f"lintf-{exp.name}",
-                                retries=retries, pure=False)
+                                retries=retries, pure=False, priority=first[exp.name])
             futures[exp.name], names[fut.key] = fut, exp
         for fut in as_completed(list(futures.values())):
             exp = names[fut.key]

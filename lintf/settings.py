@@ -54,6 +54,11 @@ class Setting:
     precision : the arithmetic every training program of the setting runs in
         (:data:`PRECISIONS`; :attr:`dtype`), part of the results' key. float64 for the depths:
         in float32 a deep model's rare huge minibatch losses overflow (the depth chapter).
+    skip_nonfinite : 0: a run whose minibatch loss or gradient is non-finite has diverged.
+        ``k > 0``: such a step is skipped and counted, and the run has diverged only after more
+        than ``k`` non-finite steps in a row (:func:`lintf.engine.train`). 10 for the depths:
+        at L=8 a rare minibatch overflows even float64 (one step in a run, the depth chapter),
+        while a run that truly diverges is non-finite at every step from then on.
     """
 
     name: str
@@ -69,9 +74,11 @@ class Setting:
     role: str = "core"
     horizon: str = "steps"
     precision: str = "float32"
+    skip_nonfinite: int = 0
 
     def __post_init__(self):
         check_choice("role", self.role, ROLES)
+        check_int("skip_nonfinite", self.skip_nonfinite, minimum=0)
         check_choice("horizon", self.horizon, HORIZONS)
         check_choice("precision", self.precision, PRECISIONS)
 
@@ -123,7 +130,7 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     _setting("gamma", "Heavy-tailed (gamma) covariates, n=20", covariates="gamma",
              lrs={"sgdm": 0.02, "adam": 0.02}, record_smoothness=True),   # = Setting 3: shares its runs
     *[_setting(f"depth{L}", f"Setting 1 with L={L} layers", L=L, lrs={"sgdm": s, "adam": a}, role="depth",
-               horizon="depth_steps", precision="float64")
+               horizon="depth_steps", precision="float64", skip_nonfinite=10)
       for L, s, a in [(2, 0.1, 0.1), (4, 0.05, 0.05), (6, 0.05, 0.05), (8, 0.05, 0.02)]],
     _setting("softmax", "Setting 1 with softmax attention", lrs={"sgdm": 0.02, "adam": 0.02},
              model_kw={"attention": "softmax"}, role="variant", horizon="variant_steps",
@@ -334,13 +341,13 @@ SCALES: dict[str, Scale] = {s.name: s for s in [
           eval_large=20000, curve_sizes=(1000, 2000, 5000, 10000, 20000, 50000, 100000), curve_chunks=300,
           noise_seeds=tuple(range(8)), comparison_seeds=tuple(range(8))),
     # Sized for a 20-minute build on 2 CPU cores from an empty store (measured: README).
-    Scale("cpu", steps=1250, seeds=tuple(range(6)), smoothness_every=20, hessian_steps=tuple(range(0, 1251, 250)),
-          extra_hessian_steps=(0, 250, 750), hessian_max_params=400, sweep_steps=200,
+    Scale("cpu", steps=10000, seeds=tuple(range(6)), smoothness_every=20, hessian_steps=tuple(range(0, 1251, 250)),
+          extra_hessian_steps=(0, 250, 750), hessian_max_params=400, sweep_steps=500,
           sweep_seeds=(1000, 1001), noise_batches=200, noise_big_batch=10000, depth_steps=1250, extra_steps=1250,
-          large_steps=50, table_seeds=tuple(range(20)), eval_batches=2, eval_large=2000,
+          large_steps=200, table_seeds=tuple(range(20)), eval_batches=2, eval_large=2000,
           curve_sizes=(1000, 2000, 5000, 10000, 20000), curve_chunks=40, noise_seeds=tuple(range(8)),
           comparison_seeds=tuple(range(8)), variant_grid_points=3, variant_steps=120, variant_seeds=(0, 1, 2), variant_sweep_steps=100,
-          depth_grid=(1 / 4, 1.0), figure_lrs="default", skip_variants=("large",),
+          depth_grid=(1 / 4, 1.0), figure_lrs="default",
           ablation_steps=300, ablation_sweep_steps=100, ablation_factors=(0.5, 1.0, 2.0)),
     Scale("ci", steps=60, seeds=(0, 1, 2, 3, 4, 5), batch_size=100, eval_every=10, checkpoint_every=20,
           hessian_steps=(0, 20, 40), extra_hessian_steps=(0, 20), hessian_max_params=300, table_steps=(20, 40),

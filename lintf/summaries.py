@@ -85,16 +85,25 @@ def final_loss(history: pd.DataFrame, quantity: str = "eval_loss", frac: float =
     return out.reset_index()[cols]
 
 
-def best_lr(sweep: pd.DataFrame) -> pd.DataFrame:
+def best_lr(sweep: pd.DataFrame, at: str = "end") -> pd.DataFrame:
     """Best learning rate per (setting, optimizer) of a grid search.
 
     sweep : tidy (setting, optimizer, lr, seed, final_loss, diverged), e.g. from
         :func:`final_loss`. A rate is eligible only if none of its seeds diverged; the
         best eligible rate has the lowest final loss averaged over seeds.
+    at : ``"end"`` (the grid's horizon) or ``"half"``: the choice the same grid makes at half
+        its horizon, from ``final_loss_half`` and ``diverged_half``
+        (:func:`lintf.experiments.lr_sweep`); the same choice at both says that the horizon
+        is long enough for the choice to have settled.
     Returns one row per (setting, optimizer): best_lr (NaN when every rate diverged),
     final_loss (its mean over seeds), n_seeds, n_lrs, diverged_lrs (rates with any
     diverged seed), diverged_runs (``(lr, seed)`` pairs that diverged).
     """
+    check_choice("at", at, ("end", "half"))
+    if at == "half":
+        _check_frame("sweep", sweep, _RUN + ["final_loss_half", "diverged_half"])
+        sweep = sweep.drop(columns=["final_loss", "diverged"]).rename(
+            columns={"final_loss_half": "final_loss", "diverged_half": "diverged"})
     _check_frame("sweep", sweep, _RUN + ["final_loss", "diverged"])
     s = sweep.copy()
     s["diverged"] = s["diverged"].astype(bool) | ~np.isfinite(s["final_loss"].astype(float))

@@ -17,11 +17,11 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from lintf import claims, experiments, plots, store, summaries  # noqa: E402
+from lintf import book, claims, experiments, plots, store, summaries  # noqa: E402
 from lintf.data import Prompts  # noqa: E402
 from lintf.engine import train  # noqa: E402
 from lintf.model import Model  # noqa: E402
-from lintf.settings import Setting  # noqa: E402
+from lintf.settings import Setting, get_scale  # noqa: E402
 
 MODEL, PROMPTS = Model(L=2, d=3), Prompts(n=6, d=3)
 GRID = {"sgdm": (0.01, 0.05, 1e3), "adam": (0.003, 0.01, 1e3)}
@@ -273,3 +273,22 @@ def test_learning_rates_from_the_grid_skip_diverged_rates(sweep, sweep_store):
     with strict():
         rates = experiments.learning_rates(TINY, "ci", lrs="grid", device="cpu", store=sweep_store, progress=False)
     assert rates == {opt: _reference_best(sweep, opt)[0] for opt in GRID}
+
+
+def test_the_grid_s_choice_at_half_its_horizon_is_a_grid_of_half_the_horizon(sweep, sweep_store):
+    """``final_loss_half`` is the final loss the same grid reaches in half the steps (the first
+    half of a run is a run of half the length: same seeds, same batches)."""
+    steps = get_scale("ci").sweep_steps
+    with strict():
+        short = experiments.lr_sweep(TINY, "ci", steps=steps // 2, device="cpu", store=sweep_store,
+                                     progress=False).frames["sweep"]
+    both = sweep.merge(short, on=["optimizer", "lr", "seed"], suffixes=("", "_short"))
+    assert (both.diverged_half == both.diverged_short).all()
+    ok = ~both.diverged_short
+    assert np.allclose(both.final_loss_half[ok], both.final_loss_short[ok], rtol=1e-6)
+    half, of_short = summaries.best_lr(sweep, at="half"), summaries.best_lr(short)
+    assert half.best_lr.tolist() == of_short.best_lr.tolist()
+    same, pairs = book.grid_settled(summaries.best_lr(sweep), half)
+    assert pairs == len(GRID) and 0 <= same <= pairs
+    with pytest.raises(ValueError, match="at"):
+        summaries.best_lr(sweep, at="middle")

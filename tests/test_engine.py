@@ -196,3 +196,95 @@ def test_backend_choice_and_environment(monkeypatch):
     with pytest.raises(ValueError, match="fast"):
         fast.use(lintf.Model(attention="softmax"), "fast")
     assert fast.use(lintf.Model(), "auto") and not fast.use(lintf.Model(attention="softmax"), "auto")
+
+
+def _poisoned(monkeypatch, bad):
+    """Make the training stream's draws number ``t`` in ``bad[seed]`` non-finite for that seed
+    (every prompt of the batch is multiplied by inf)."""
+    calls = {}
+    plain = BatchStream.next
+
+    def next_(self):
+        Z, y = plain(self)
+        t = calls[id(self)] = calls.get(id(self), -1) + 1
+        for i, seed in enumerate(self.seeds):
+            if t in bad.get(seed, ()):
+                Z = Z.clone()
+                Z[i] = Z[i] * math.inf
+        return Z, y
+
+    monkeypatch.setattr(BatchStream, "next", next_)
+
+
+def skipping_reference(model, prompts, optimizer, lr, seed, steps, batch_size, bad=()):
+    """One run written out by hand, float64: clip to norm 1, then SGDM or Adam (betas 0.9, 0.9;
+    the step counter advances on every step, as the engine's shared one does); a step whose
+    loss or gradient norm is non-finite (``bad``: the draws poisoned) changes nothing."""
+    params = {k: v[0].clone().requires_grad_(True) for k, v in initial_params(model, [seed], dtype=torch.float64).items()}
+    m = {k: torch.zeros_like(v) for k, v in params.items()}
+    v2 = {k: torch.zeros_like(v) for k, v in params.items()}
+    stream = BatchStream(prompts, [seed], batch_size, "cpu", torch.float64)
+    for t in range(1, steps + 1):
+        Z, y = stream.next()
+        if t - 1 in bad:
+            Z = Z * math.inf
+        loss = model.loss(params, Z[0], y[0])
+        grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+        grads = {k: torch.zeros_like(p) if g is None else g for (k, p), g in zip(params.items(), grads)}
+        norm = torch.sqrt(sum((g * g).sum() for g in grads.values()))
+        if not (torch.isfinite(loss) and torch.isfinite(norm)):
+            continue
+        coef = min(1.0, 1.0 / (float(norm) + 1e-6))
+        with torch.no_grad():
+            for k, p in params.items():
+                g = grads[k] * coef
+                if optimizer == "sgdm":
+                    m[k] = 0.9 * m[k] + g
+                    p -= lr * m[k]
+                else:
+                    m[k] = 0.9 * m[k] + 0.1 * g
+                    v2[k] = 0.9 * v2[k] + 0.1 * g * g
+                    p -= (lr / (1 - 0.9 ** t)) * m[k] / (v2[k].sqrt() / (1 - 0.9 ** t) ** 0.5 + 1e-8)
+    return {k: v.detach() for k, v in params.items()}
+
+
+def test_skip_nonfinite_skips_the_step_and_matches_a_reference(monkeypatch):
+    bad = {0: (4,), 1: (7, 8)}
+    _poisoned(monkeypatch, bad)
+    configs = [("sgdm", 0.05), ("adam", 0.02)]
+    res = train(MODEL, PROMPTS, configs, [0, 1], steps=12, batch_size=B, device="cpu", progress=False,
+                dtype=torch.float64, skip_nonfinite=3, checkpoint_every=12)
+    assert not res.runs.diverged.any()
+    assert res.runs.set_index(["optimizer", "seed"]).skipped.to_dict() == {
+        ("sgdm", 0): 1, ("sgdm", 1): 2, ("adam", 0): 1, ("adam", 1): 2}
+    monkeypatch.undo()
+    final = res.checkpoints[12]
+    for run in res.runs.itertuples():
+        ref = skipping_reference(MODEL, PROMPTS, run.optimizer, run.lr, run.seed, 12, B, bad[run.seed])
+        for k, v in ref.items():
+            assert torch.allclose(final[k][run.run], v, rtol=1e-10, atol=1e-12), (run, k)
+    h = res.history
+    loss = h[(h.quantity == "loss") & (h.seed == 1) & (h.optimizer == "adam")].set_index("step").value
+    assert loss[[7, 8]].isna().all() and loss.drop([7, 8]).notna().all()
+
+
+def test_skip_nonfinite_diverges_after_too_many_in_a_row(monkeypatch):
+    _poisoned(monkeypatch, {1: tuple(range(5, 12))})
+    res = train(MODEL, PROMPTS, [("adam", 0.02)], [0, 1], steps=12, batch_size=B, device="cpu", progress=False,
+                dtype=torch.float64, skip_nonfinite=3, checkpoint_every=None)
+    runs = res.runs.set_index("seed")
+    assert not runs.diverged[0] and runs.diverged[1] and runs.diverged_step[1] == 5
+    assert runs.skipped[1] == 3 and runs.skipped[0] == 0
+    monkeypatch.undo()
+    alone = train(MODEL, PROMPTS, [("adam", 0.02)], [0], steps=12, batch_size=B, device="cpu", progress=False,
+                  dtype=torch.float64, checkpoint_every=None)
+    assert torch.allclose(losses_of(res, 0), losses_of(alone, 0), rtol=1e-12)
+
+
+def test_skip_nonfinite_zero_is_the_old_rule(monkeypatch):
+    _poisoned(monkeypatch, {0: (4,)})
+    res = train(MODEL, PROMPTS, [("sgdm", 0.05)], [0], steps=8, batch_size=B, device="cpu", progress=False,
+                dtype=torch.float64, checkpoint_every=None)
+    assert res.runs.diverged[0] and res.runs.diverged_step[0] == 4 and res.runs.skipped[0] == 0
+    with pytest.raises(ValueError, match="skip_nonfinite"):
+        train(MODEL, PROMPTS, [("sgdm", 0.05)], [0], steps=2, batch_size=B, skip_nonfinite=-1, progress=False)

@@ -2,6 +2,7 @@
 provenance, and the same frames in-process and on a Dask cluster."""
 import dataclasses
 import datetime
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -44,7 +45,11 @@ def test_plan_is_ordered_unique_and_closed(scale):
 def test_plan_follows_the_books_constants():
     exps = P.plan("ci")
     by = {e.name: e for e in exps}
-    assert {e.setting for e in exps if e.function == "noise_at_seeds"} == set(B.NOISE) | {"nonlinear"}
+    twins = {P.twin(s) for s in B.NOISE}                      # gamma is Setting 3: measured once
+    assert P.twin("gamma") == "setting3" and len(twins) == len(B.NOISE) - 1
+    assert {e.setting for e in exps if e.function == "noise_at_seeds"} == twins | {"nonlinear"}
+    assert "training/setting3" in by and "training/gamma" not in by
+    assert "heavy_tails" in by["training/setting3"].chapters
     for s in B.BASE:
         assert {"adaptive_vs_sgd", "smoothness", "scorecard"} <= set(by[f"training/{s}"].chapters)
         for protocol in B.TABLE_PROTOCOLS:
@@ -53,8 +58,9 @@ def test_plan_follows_the_books_constants():
         assert by[f"training/{s}/stable"].after == (f"stable/{s}",)
     assert {e.setting for e in exps if e.function == "ablation"} == set(claims.ABLATION_SETTINGS)
     # a scale that leaves out a variant plans none of it
-    assert not [e for e in P.plan("cpu") if e.setting in get_scale("cpu").skip_variants]
-    assert [e for e in exps if e.setting == "large"]
+    short = dataclasses.replace(get_scale("cpu"), skip_variants=("large",))
+    assert not [e for e in P.plan(short) if e.setting == "large"]
+    assert [e for e in exps if e.setting == "large"] and [e for e in P.plan("cpu") if e.setting == "large"]
 
 
 def test_plan_only_keeps_what_the_chapters_need():
@@ -201,3 +207,35 @@ def test_part_sizes():
     for bad in ("", "1.5M", "12Q", "-5", "100"):
         with pytest.raises(ValueError, match="--part-size"):
             parse_size(bad)
+
+
+def _book_extension():
+    import importlib.util
+    path = Path(__file__).resolve().parents[1] / "book" / "_ext" / "lintf_book.py"
+    spec = importlib.util.spec_from_file_location("lintf_book_ext", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_build_computes_on_both_cores_of_a_cpu_and_in_one_process_on_a_gpu():
+    ext = _book_extension()
+    assert ext.build_workers({}, cpus=2, cuda=False) == 2
+    assert ext.build_workers({}, cpus=16, cuda=False) == 2
+    assert ext.build_workers({}, cpus=1, cuda=False) == 1
+    assert ext.build_workers({}, cpus=16, cuda=True) == 1
+    assert ext.build_workers({"LINTF_BUILD_WORKERS": "0"}, cpus=2, cuda=False) == 0
+    assert ext.build_workers({"LINTF_BUILD_WORKERS": "4"}, cpus=2, cuda=False) == 4
+    for bad in ("-1", "two"):
+        with pytest.raises(ValueError, match="LINTF_BUILD_WORKERS"):
+            ext.build_workers({"LINTF_BUILD_WORKERS": bad})
+
+
+def test_priorities_start_the_longest_chains_first():
+    exps = P.plan(get_scale("cpu"))
+    first = P.priorities(exps)
+    assert set(first) == {e.name for e in exps}
+    for e in exps:                                    # a task comes before what waits for it
+        for a in e.after:
+            assert first[a] >= first[e.name]
+    assert max(first, key=first.get).startswith(("stable/depth8", "training/setting"))
