@@ -5,13 +5,16 @@ backends ``"fast"`` and ``"auto"``, :func:`use`).
 Every :class:`lintf.model.Model` is three stages, each differentiated by hand here:
 
 1. the front end (``frontend="mlp"``): every token's x-part through
-   ``Linear(d, h) -> ReLU -> Linear(h, d)``, per run; otherwise the prompts as drawn;
+   ``Linear(d, h) -> ReLU -> Linear(h, d)``, per run, as two matrix products on the token rows
+   with a one appended that carry the biases and the y-part (:func:`_front_weights`);
+   otherwise the prompts as drawn;
 2. the full ``P, Q`` of eq. (7) from the trained tensors (:meth:`Model.to_PQ`): the block
    parametrization pads, separate key and query matrices give ``Q = W_K^T W_Q``, whose
    gradients are ``g_{W_K} = W_Q g_Q^T`` and ``g_{W_Q} = W_K g_Q``;
 3. the attention layers: linear attention through :mod:`lintf.fast` (the prompts' context
    moments ``A0 = Z M Z^T`` and query columns, its eqs. F1-F5); softmax attention by
-   :func:`_softmax_forward` and :func:`_softmax_backward` below.
+   :func:`_softmax_forward` and :func:`_softmax_backward` below, forward and backward of one
+   block of :data:`SOFTMAX_BLOCK` prompts at a time (:func:`_softmax_loss_and_grad`).
 
 Softmax attention, one prompt, tokens as rows (``Z^T``, ``N = n+1`` rows of ``D = d+1``),
 per layer:
@@ -22,7 +25,11 @@ per layer:
 and the last layer needs only the query row, ``h = [Z_L]_{D,N} = z_N[D] + (1/n) sum_{i<n}
 a_i (P z_i)_D`` with ``a = softmax_i(z_i^T Q z_N)`` (S2). The per-prompt products are batched
 matrix products over runs x prompts (one ``bmm`` each); the products with a run's parameter
-matrix are one matrix product over all of its prompts' tokens.
+matrix are one matrix product over all of its prompts' tokens. Each layer's shift of the scores
+comes out of the scores' own product (:func:`_softmax_layer`), and the weights are normalised
+only through the ``n+1``-vector of their sums: per layer and prompt, two ``N x N`` products
+forward and four backward, and two elementwise passes over ``N x N`` (``exp``, and the
+Jacobian's product).
 
 ``tests/test_fast_variants.py`` checks the loss and the gradient of every variant against
 autograd through :func:`lintf.model.Model.loss` in float64, and the engine's hand-written
@@ -35,11 +42,15 @@ setting records), forward-mode differentiation (``torch.func.jvp``) of the hand-
 gradient along ``v``.
 
 Measured (``benchmarks/bench_engine.py --variants``: the engine, 6 runs of each book setting,
-B=1000, ms per run-iteration, wall, hand-written vs autograd; the project's 2-core machine
-shared with other jobs, load average 4-6, medians of 3): softmax 15.8 vs 28.6 (1.8x), separate
-``W_K, W_Q`` 2.7 vs 15.1 (5.7x), nonlinear with its per-step smoothness 20.0 vs 83.4 (4.2x).
-Softmax attention is bound by its ``N x N`` batched products (about 1-2.5 ms per 6000 prompts
-each on this CPU, eleven per step), which autograd computes alike.
+B=1000, ms per run-iteration, wall, hand-written vs autograd, medians of 3; the project's 2-core
+machine shared with other jobs, load average about 3): softmax 9.1 vs 18.3 (2.0x), separate
+``W_K, W_Q`` 1.65 vs 7.5 (4.6x), nonlinear with its per-step smoothness 11.4 vs 52.4 (4.6x);
+at load 5-7, 25.0 vs 48.2 (1.9x), 3.7 vs 19.0 (5.1x) and 29.9 vs 117.9 (3.9x).
+Softmax attention is bound by its ``N x N`` products and passes, which autograd computes alike:
+on the CPU the hand-written path saves autograd's extra passes over them, about half its time.
+Of the nonlinear model's time about a third is :mod:`lintf.fast`'s (the attention on the
+summaries and its curvature), most of the rest passes over every token's hidden layer
+(``B N h`` numbers per run), each memory-bound.
 """
 from __future__ import annotations
 
@@ -140,12 +151,6 @@ def _tok_sum(X, Y):
     return torch.matmul(X.transpose(-1, -2), Y)
 
 
-def _softmax(S):
-    """Softmax over the last axis, shifted by its maximum."""
-    E = (S - S.amax(-1, keepdim=True)).exp()
-    return E / E.sum(-1, keepdim=True)
-
-
 def _softmax_adjoint(a, bar_ak):
     """Adjoint of the scores of ``a = softmax(s)`` (last axis, ``n+1`` keys) from that of its
     first ``n`` entries ``bar_ak`` (the query's own key is masked out: its adjoint is zero):
@@ -170,91 +175,162 @@ def _key_max(St):
 
 
 # -- softmax attention ---------------------------------------------------------------------------
-def _projections(X, Pl, Ql, n):
-    """Every token's ``[(Q z)^T, (P z)^T, 1]`` in one product, ``(..., B, N, 2D+1)``, the query's
-    ``P z`` set to zero: views ``Y = [..., :D]`` and ``G1 = [..., D:]`` (``[G, 1; 0, 1]``)."""
-    D = X.shape[-1]
-    W = torch.cat([Ql.transpose(-1, -2), Pl.transpose(-1, -2)], dim=-1)          # (..., D, 2D)
-    W = torch.nn.functional.pad(W, (0, 1))                              # a zero column for the ones
-    H = _tok(X, W)
-    H[..., -1] = 1.0
-    H[..., n, D:2 * D] = 0.0                                           # the query key: no value
-    return H
+def _runs(T, lead, tail):
+    """``T`` ``(..., *tail)`` broadcast to the run dims ``lead`` and flattened, ``(R, *tail)``."""
+    return T.expand(*lead, *tail).reshape(-1, *tail)
+
+
+def _layer_weights(Pl, Ql):
+    """A layer's ``W = [[Q^T, 0, P^T, 0], [0, 0, 0, 1]]`` ``(R, D+1, 2D+2)`` for ``P, Q``
+    ``(R, D, D)``: a token row with its one appended, ``[z^T, 1] W``, is ``[(Q z)^T, 0, (P z)^T, 1]``."""
+    R, D = Pl.shape[0], Pl.shape[-1]
+    W = Pl.new_zeros(R, D + 1, 2 * D + 2)
+    W[:, :D, :D] = Ql.transpose(-1, -2)
+    W[:, :D, D + 1:2 * D + 1] = Pl.transpose(-1, -2)
+    W[:, D, -1] = 1.0
+    return W
+
+
+def _softmax_layer(X, W, n, B):
+    """One layer of (S1) on the stream ``X`` ``(R B, N, D+1)`` (every prompt's tokens as rows,
+    a column of ones last) with the runs' :func:`_layer_weights` ``W``. Returns the next stream
+    and what :func:`_softmax_backward` needs.
+
+    ``H = X W`` is ``[Y, -c, G, 1]`` per token (``Y = (Q z)^T``; ``G = (P z)^T``, zero on the
+    query row: it has no value). The scores come out of one product already shifted,
+    ``S^T - 1 c^T = X [Y, -c]^T`` (keys x queries), by ``c_j = mean_i z_i^T Q z_j``: at most
+    their maximum, so every query's largest weight is at least 1 and its sum cannot underflow,
+    and the softmax does not depend on the shift. Then ``E = exp`` in place, and one product
+    ``E^T [G, 1]`` gives the unnormalised update ``U~`` and the softmax sums ``s`` together,
+    ``U = U~ / (n s)``. The prompts where that overflows (scores spread over more than about
+    80 in float32) are computed again shifted by the maximum over keys: a prompt's numbers
+    depend on it alone, never on the other prompts or runs of the batch."""
+    M, N, D1 = X.shape
+    D = D1 - 1
+    H = torch.bmm(X.view(-1, B * N, D1), W).view(M, N, 2 * D1)
+    H[:, n, D1:-1] = 0.0                                               # the query key: no value
+    Y, Yc, G1 = H[..., :D], H[..., :D1], H[..., D1:]
+    xbar = X.mean(-2, keepdim=True)                                    # (M, 1, D+1), last entry 1
+    H[..., D] = torch.bmm(Y, xbar[..., :D].transpose(-1, -2)).squeeze(-1).neg_()   # -c
+    E = torch.bmm(X, Yc.transpose(-1, -2)).exp_()                     # (M, N, N): key, query
+    Us = torch.bmm(G1.transpose(-1, -2), E)                            # (M, D+1, N): [U~^T; s^T]
+    bad = ~torch.isfinite(Us.sum((-2, -1)))                            # per prompt: any inf or nan shows
+    if bool(bad.any()):                                                # those prompts again, by the maximum
+        i = bad.nonzero().squeeze(-1)
+        St = torch.bmm(X[i, :, :D], Y[i].transpose(-1, -2))
+        E[i] = St.sub_(_key_max(St)).exp_()
+        Us[i] = torch.bmm(G1[i].transpose(-1, -2), E[i])
+    inv = Us[:, D:, :].mul(n).reciprocal_()                            # 1 / (n s), (M, 1, N)
+    Xn = X.clone()
+    Xn[..., :D] += (Us[:, :D, :] * inv).transpose(-1, -2)              # (S1)
+    return Xn, (X, H, E, Us, inv)
 
 
 def _softmax_forward(P, Q, tokens, n):
     """Eqs. (S1)-(S2) for full ``P, Q`` ``(..., L, D, D)`` and tokens ``(..., B, N, D)``.
     Returns ``h = [Z_L]_{D,N}`` ``(..., B)`` and what :func:`_softmax_backward` needs.
 
-    A layer keeps the scores keys x queries (``S^T``) and defers the normalisation:
-    ``E = exp(S^T - max over keys)``, then one product ``E^T [G, 1]`` gives both the
-    unnormalised update ``U~`` and the softmax sums ``s`` (the query's own key contributes a
-    row ``[0, 1]``), and ``U = U~ / (n s)``: the ``N x N`` tensors are read and written as few
-    times as possible (the CPU is memory-bound on them)."""
+    The run dims are flattened (``R`` runs); the stream of every prompt is ``(R B, N, D+1)``
+    with a column of ones (:func:`_softmax_layer`), its per-prompt products one ``bmm`` over the
+    ``R B`` prompts, its products with a run's matrix one ``bmm`` over the runs."""
     L, D = P.shape[-3], P.shape[-1]
-    X = tokens
+    lead = broadcast_shapes(P.shape[:-3], tokens.shape[:-3])
+    B, N = tokens.shape[-3:-1]
+    Pr, Qr = _runs(P, lead, P.shape[-3:]), _runs(Q, lead, Q.shape[-3:])
+    X = _runs(torch.nn.functional.pad(tokens, (0, 1), value=1.0), lead, (B, N, D + 1)).reshape(-1, N, D + 1)
+    R, M = Pr.shape[0], X.shape[0]
     layers = []
     for l in range(L - 1):
-        H = _projections(X, P[..., l, :, :], Q[..., l, :, :], n)
-        Y, G1 = H[..., :D], H[..., D:]
-        St = _bmm(X, Y.transpose(-1, -2))                              # (..., B, N, N): key, query
-        E = St.sub_(_key_max(St)).exp_()
-        Us = _bmm(G1.transpose(-1, -2), E).transpose(-1, -2)           # [U~, s] per query (E^T G1)
-        s = Us[..., -1:]
-        layers.append((X, H, E, Us))
-        X = X + Us[..., :-1] / (n * s)                                 # (S1)
+        X, saved = _softmax_layer(X, _layer_weights(Pr[:, l], Qr[:, l]), n, B)
+        layers.append(saved)
     # last layer (S2): the query row only
-    Pl, Ql = P[..., L - 1, :, :], Q[..., L - 1, :, :]
-    zq = X[..., n, :]                                                  # (..., B, D)
-    yq = torch.matmul(zq, Ql.transpose(-1, -2))                        # (Q z_N)^T
-    a = _softmax(_bmm(X, yq.unsqueeze(-1)).squeeze(-1))                # (..., B, N)
-    p = Pl[..., -1, :]                                                 # last row of P_{L-1}
-    g = _bmm(X[..., :n, :], p.unsqueeze(-1).unsqueeze(-3)).squeeze(-1)  # (P z_i)_D, (..., B, n)
-    h = zq[..., -1] + (a[..., :n] * g).sum(-1) / n
-    return h, (layers, X, zq, yq, a, p, g)
+    Xd = X[..., :D]
+    zq = X[:, n, :D]                                                   # (M, D)
+    yq = torch.bmm(zq.reshape(R, B, D), Qr[:, L - 1].transpose(-1, -2)).view(M, D)   # (Q z_N)^T
+    a = torch.softmax(torch.bmm(Xd, yq.unsqueeze(-1)).squeeze(-1), dim=-1)           # (M, N)
+    p = Pr[:, L - 1, -1, :]                                            # last row of P_{L-1}, (R, D)
+    g = torch.bmm(Xd.reshape(R, B * N, D), p.unsqueeze(-1)).view(M, N)  # (P z_i)_D
+    h = zq[:, -1] + (a[:, :n] * g[:, :n]).sum(-1) / n
+    return h.view(*lead, B), (layers, X, zq, yq, a, g, Pr, Qr, lead)
 
 
 def _softmax_backward(P, Q, saved, c, n, inputs: bool):
     """Reverse mode through :func:`_softmax_forward` from ``c = d loss / d h`` ``(..., B)``.
-    Returns the gradients of the full ``P, Q`` and, with ``inputs``, the tokens' adjoint.
+    Returns the gradients of the full ``P, Q`` ``(..., L, D, D)`` and, with ``inputs``, the
+    tokens' adjoint ``(..., B, N, D)``.
 
     Through a layer, with ``u = bar_X / (n s)`` and ``r = <u, U~> / s`` per query (the
     adjoints of ``U~`` and ``-s``), the scores' adjoint is one product and one pass:
-    ``bar_S^T = E * ([G, 1; 0, 1] [u, -r]^T)`` (the softmax's Jacobian, with ``E`` the
-    unnormalised weights; the shift by the maximum leaves ``U`` unchanged, so it has no adjoint)."""
-    layers, X, zq, yq, a, p, g = saved
+    ``bar_S^T = E * ([G, 1] [u, -r]^T)`` (the softmax's Jacobian, with ``E`` the unnormalised
+    weights; the shift leaves ``U`` unchanged, so it has no adjoint). Then ``bar_Y = bar_S X``,
+    ``bar_G = E u`` (zero on the query row) and ``bar_X += bar_S^T Y + bar_Y Q + bar_G P``."""
+    layers, X, zq, yq, a, g, Pr, Qr, lead = saved
     L, D = P.shape[-3], P.shape[-1]
-    lead = broadcast_shapes(P.shape[:-3], c.shape[:-1])
-    gP = P.new_zeros(*lead, *P.shape[-3:])
-    gQ = Q.new_zeros(*lead, *Q.shape[-3:])
-    # last layer: h = zq[D] + (1/n) sum_i a_i g_i,  a = softmax(X yq),  g = X[:n] p,  yq = Q zq
+    M, N = X.shape[:2]
+    R = Pr.shape[0]
+    B = M // R
+    gP = Pr.new_zeros(R, L, D, D)
+    gQ = Qr.new_zeros(R, L, D, D)
+    Xd = X[..., :D]
+    # last layer: h = zq[D] + (1/n) sum_i a_i g_i,  a = softmax(X yq),  g = X p,  yq = Q zq
+    c = c.expand(*lead, B).reshape(M)
     cn = (c / n).unsqueeze(-1)
-    bar_g = a[..., :n] * cn                                            # (..., B, n)
-    bar_s = _softmax_adjoint(a, g * cn)
-    gP[..., L - 1, -1, :] = _tok_sum(bar_g.unsqueeze(-1), X[..., :n, :]).squeeze(-2)
-    bar_yq = _bmm(bar_s.unsqueeze(-2), X).squeeze(-2)                  # (..., B, D)
-    gQ[..., L - 1, :, :] = torch.matmul(bar_yq.transpose(-1, -2), zq)  # sum_b bar_yq zq^T
-    bar_X = bar_s.unsqueeze(-1) * yq.unsqueeze(-2)                     # from s = X yq
-    bar_X[..., :n, :] += bar_g.unsqueeze(-1) * p.unsqueeze(-2).unsqueeze(-2)
-    bar_X[..., n, :] += torch.matmul(bar_yq, Q[..., L - 1, :, :])
-    bar_X[..., n, -1] += c
+    bar_g = torch.nn.functional.pad(a[:, :n] * cn, (0, 1))              # (M, N), the query's 0
+    bar_s = _softmax_adjoint(a, g[:, :n] * cn)
+    gP[:, L - 1, -1, :] = torch.bmm(bar_g.view(R, 1, B * N), Xd.reshape(R, B * N, D)).squeeze(-2)
+    bar_yq = torch.bmm(bar_s.unsqueeze(-2), Xd).squeeze(-2)             # (M, D)
+    gQ[:, L - 1] = torch.bmm(bar_yq.view(R, B, D).transpose(-1, -2), zq.reshape(R, B, D))
+    bar_X = bar_s.unsqueeze(-1) * yq.unsqueeze(-2)                      # from s = X yq, (M, N, D)
+    bar_X.view(R, B * N, D).baddbmm_(bar_g.view(R, B * N, 1), Pr[:, L - 1, -1:, :])
+    bar_X[:, n] += torch.bmm(bar_yq.view(R, B, D), Qr[:, L - 1]).view(M, D)
+    bar_X[:, n, -1] += c
     for l in range(L - 2, -1, -1):
-        X, H, E, Us = layers[l]
-        Y, G1 = H[..., :D], H[..., D:]
-        s = Us[..., -1:]
-        u = bar_X / (n * s)                                            # adjoint of U~
-        r = (u * Us[..., :-1]).sum(-1, keepdim=True) / s               # minus the adjoint of s
-        ur_t = torch.cat([u.transpose(-1, -2), -r.transpose(-1, -2)], dim=-2)   # [u, -r]^T, contiguous
-        bar_St = _bmm(G1, ur_t).mul_(E)                                # (..., B, N, N): key, query
-        # adjoints of Y (S^T = X Y^T) and of G (U~ = E^T G), side by side; G's query row: 0
-        bar_H = torch.cat([_bmm(X.transpose(-1, -2), bar_St).transpose(-1, -2), _bmm(E, u)], dim=-1)
-        bar_H[..., n, D:] = 0.0
-        g_QP = _tok_sum(bar_H, X)                                      # [Y, G] = X [Q^T, P^T]
-        gQ[..., l, :, :], gP[..., l, :, :] = g_QP[..., :D, :], g_QP[..., D:, :]
+        X, H, E, Us, inv = layers[l]
+        Xd, Y, G1 = X[..., :D], H[..., :D], H[..., D + 1:]
+        ur = torch.empty_like(Us)                                       # [u, -r]^T, (M, D+1, N)
+        u_t = ur[:, :D, :]
+        u_t.copy_(bar_X.transpose(-1, -2)).mul_(inv)                    # adjoint of U~
+        ur[:, D:, :] = (u_t * Us[:, :D, :]).sum(-2, keepdim=True)        # (no out=: forward mode)
+        ur[:, D:, :].mul_(inv).mul_(-n)                                 # minus the adjoint of s
+        bar_St = torch.bmm(G1, ur).mul_(E)                              # (M, N, N): key, query
+        bar_Y = torch.bmm(bar_St.transpose(-1, -2), Xd)                 # (M, N, D)
+        bar_G = torch.bmm(E, u_t.transpose(-1, -2))
+        bar_G[:, n] = 0.0                                               # G's query row: 0
+        Xr = Xd.reshape(R, B * N, D)
+        gQ[:, l] = torch.bmm(bar_Y.view(R, B * N, D).transpose(-1, -2), Xr)   # Y = X Q^T
+        gP[:, l] = torch.bmm(bar_G.view(R, B * N, D).transpose(-1, -2), Xr)   # G = X P^T
         if l > 0 or inputs:
-            QP = torch.cat([Q[..., l, :, :], P[..., l, :, :]], dim=-2)           # (..., 2D, D)
-            bar_X = bar_X + _bmm(bar_St, Y) + _tok(bar_H, QP)
-    return gP, gQ, (bar_X if inputs else None)
+            back = torch.bmm(bar_Y.view(R, B * N, D), Qr[:, l]).add_(torch.bmm(bar_G.view(R, B * N, D), Pr[:, l]))
+            bar_X = torch.bmm(bar_St, Y).add_(bar_X).add_(back.view(M, N, D))   # (baddbmm: twice as slow)
+    out = bar_X.view(*lead, B, N, D) if inputs else None
+    return gP.view(*lead, L, D, D), gQ.view(*lead, L, D, D), out
+
+
+SOFTMAX_BLOCK = 256
+"""Prompts per block of the softmax path (:func:`_softmax_loss_and_grad`): forward and backward
+of a block before the next, so that its ``N x N`` weights stay in the core's cache."""
+
+
+def _softmax_loss_and_grad(P, Q, tokens, y, n, need_grad: bool, inputs: bool):
+    """Mean squared error ``(...)`` of softmax attention with full ``P, Q`` ``(..., L, D, D)`` on
+    tokens ``(..., B, N, D)``, targets ``y`` ``(..., B)``, and with ``need_grad`` the gradients of
+    ``P, Q`` and (``inputs``) the tokens' adjoint (else None), block by block of
+    :data:`SOFTMAX_BLOCK` prompts: the same sums, the gradients summed over blocks in order."""
+    B = tokens.shape[-3]
+    errs, gP, gQ, bars = [], None, None, []
+    for s in range(0, B, SOFTMAX_BLOCK):
+        h, saved = _softmax_forward(P, Q, tokens[..., s:s + SOFTMAX_BLOCK, :, :], n)
+        err = h + y[..., s:s + SOFTMAX_BLOCK]                          # -(TF_L - y)
+        errs.append(err)
+        if need_grad:
+            g = _softmax_backward(P, Q, saved, (2.0 / B) * err, n, inputs)
+            gP, gQ = (g[0], g[1]) if gP is None else (gP.add_(g[0]), gQ.add_(g[1]))
+            bars.append(g[2])
+    loss = (errs[0] if len(errs) == 1 else torch.cat(errs, dim=-1)).square().mean(-1)
+    if not need_grad:
+        return loss, None, None, None
+    bar = None if not inputs else bars[0] if len(bars) == 1 else torch.cat(bars, dim=-3)
+    return loss, gP, gQ, bar
 
 
 # -- the front end ---------------------------------------------------------------------------------
@@ -263,27 +339,51 @@ def _relu_mask(G, R):
     return torch.ops.aten.threshold_backward(G, R, 0)
 
 
+def _front_weights(params, d):
+    """The front end as two matrices on token rows with a one appended, ``[x, y, 1]``:
+    ``W1a = [[W1^T, 0, 0], [0, 1, 0], [b1, 0, 1]]`` ``(..., d+2, h+2)`` gives ``[W1 x + b1, y, 1]``
+    and ``W2a = [[W2^T, 0], [0, 1], [b2, 0]]`` ``(..., h+2, d+1)`` gives ``[W2 r + b2, y]`` from
+    ``[r, y, 1]``: biases and the y-part (data, carried exactly: times 1 plus zeros) ride in the products."""
+    W1, W2 = params["W1"], params["W2"]
+    h = W1.shape[-2]
+    W1a = W1.new_zeros(*W1.shape[:-2], d + 2, h + 2)
+    W1a[..., :d, :h] = W1.transpose(-1, -2)
+    W1a[..., d + 1, :h] = params["b1"]
+    W1a[..., d, h] = 1.0
+    W1a[..., d + 1, h + 1] = 1.0
+    W2a = W2.new_zeros(*W2.shape[:-2], h + 2, d + 1)
+    W2a[..., :h, :d] = W2.transpose(-1, -2)
+    W2a[..., h, d] = 1.0
+    W2a[..., h + 1, :d] = params["b2"]
+    return W1a, W2a
+
+
 def _embed(params, tokens, d):
     """The MLP front end on the x-part of every token row: returns the embedded tokens
-    ``(..., B, N, D)`` (run dims of ``params``) and what :func:`_embed_backward` needs.
-    The first layer's bias enters the product through a column of ones (``X1 = [X, 1]``)."""
-    X1 = torch.nn.functional.pad(tokens[..., :d], (0, 1), value=1.0)   # (..., B, N, d+1)
-    W1 = torch.cat([params["W1"], params["b1"].unsqueeze(-1)], dim=-1)  # (..., h, d+1)
-    R = _tok(X1, W1.transpose(-1, -2)).relu_()                         # (..., B, N, h)
-    E = _tok(R, params["W2"].transpose(-1, -2)).add_(params["b2"].unsqueeze(-2).unsqueeze(-2))
-    Yrow = tokens[..., d:].expand(*E.shape[:-1], 1)
-    return torch.cat([E, Yrow], dim=-1), (X1, R)
+    ``(..., B, N, D)`` (run dims of ``params``) and what :func:`_embed_backward` needs,
+    ``(Xp, Ha)``: the tokens with a one appended, ``[x, y, 1]``, and the hidden layer after the
+    ReLU with the y-part and the one, ``[r, y, 1]`` (two products, :func:`_front_weights`)."""
+    h = params["W1"].shape[-2]
+    Xp = torch.nn.functional.pad(tokens, (0, 1), value=1.0)            # (..., B, N, d+2)
+    W1a, W2a = _front_weights(params, d)
+    Ha = _tok(Xp, W1a)                                                 # (..., B, N, h+2)
+    Ha[..., :h].relu_()
+    return _tok(Ha, W2a), (Xp, Ha)
 
 
 def _embed_backward(params, saved, bar_tokens, d):
-    """Gradients of the front end's tensors from the embedded tokens' adjoint."""
-    X1, R = saved
-    bar_E = bar_tokens[..., :d]
-    bar_H = _relu_mask(_tok(bar_E, params["W2"]), R)
-    g1 = _tok_sum(bar_H, X1)                                           # [W1, b1]: H = X W1^T + b1
-    return {"W1": g1[..., :d], "b1": g1[..., d],
-            "W2": _tok_sum(bar_E, R),                                  # E = R W2^T + b2
-            "b2": bar_E.sum((-3, -2))}
+    """Gradients of the front end's tensors from the embedded tokens' adjoint ``(..., B, N, D)``
+    (its y-part is ignored): one product back through ``W2``, the ReLU's mask, and one sum of
+    token outer products per layer (``[W1; b1]`` from ``[x, y, 1]``, ``[W2; b2]`` from ``[r, y, 1]``)."""
+    Xp, Ha = saved
+    W2 = params["W2"]
+    h = W2.shape[-1]
+    W2p = torch.nn.functional.pad(W2, (0, 2, 0, 1))                    # [W2, 0; 0, 0]: y and 1 have no adjoint
+    bar_H = _relu_mask(_tok(bar_tokens, W2p), Ha)                      # (..., B, N, h+2), whole rows: one fast pass
+    g1 = _tok_sum(Xp, bar_H)                                           # (..., d+2, h+2): H = [x, y, 1] W1a
+    g2 = _tok_sum(Ha, bar_tokens)                                      # (..., h+2, D): E = [r, y, 1] W2a
+    return {"W1": g1[..., :d, :h].transpose(-1, -2), "b1": g1[..., d + 1, :h],
+            "W2": g2[..., :h, :d].transpose(-1, -2), "b2": g2[..., h + 1, :d]}
 
 
 def _summarize_tokens(tokens, n):
@@ -297,29 +397,40 @@ def _embed_taylor(params, direction, saved, d):
     """First and second derivatives of the embedded tokens along ``direction`` (dict shaped
     like ``params``): ``H' = X W1'^T + b1'``, ``R' = 1[H > 0] H'``, ``R'' = 0`` (ReLU is
     piecewise linear), ``E' = R' W2^T + R W2'^T + b2'``, ``E'' = 2 R' W2'^T``; the y-part is data.
-    Returns ``(T1, T2)`` ``(..., B, N, D)``."""
-    X1, R = saved
-    dW1 = torch.cat([direction["W1"], direction["b1"].unsqueeze(-1)], dim=-1)
-    R1 = _relu_mask(_tok(X1, dW1.transpose(-1, -2)), R)
-    RW = _tok(R1, torch.cat([params["W2"], direction["W2"]], dim=-2).transpose(-1, -2))   # R' [W2, W2']^T
-    E1 = RW[..., :d] + _tok(R, direction["W2"].transpose(-1, -2))
-    E1.add_(direction["b2"].unsqueeze(-2).unsqueeze(-2))
-    E2 = 2 * RW[..., d:]
-    pad = (0, 1)
-    return torch.nn.functional.pad(E1, pad), torch.nn.functional.pad(E2, pad)
+    Returns ``[T1, T2]`` side by side, ``(..., B, N, 2D)`` (:func:`_summaries_taylor` reads both
+    in one product)."""
+    Xp, Ha = saved
+    W2, dW1, dW2 = params["W2"], direction["W1"], direction["W2"]
+    h, D = W2.shape[-1], d + 1
+    dW1a = dW1.new_zeros(*dW1.shape[:-2], d + 2, h + 2)                # [x, y, 1] -> [W1' x + b1', 0, 0]
+    dW1a[..., :d, :h] = dW1.transpose(-1, -2)
+    dW1a[..., d + 1, :h] = direction["b1"]
+    R1 = _relu_mask(_tok(Xp, dW1a), Ha)                                # [R', 0, 0], whole rows
+    Wc = W2.new_zeros(*W2.shape[:-2], h + 2, 2 * D)                    # R' [W2^T, 0, 2 W2'^T, 0]
+    Wc[..., :h, :d] = W2.transpose(-1, -2)
+    Wc[..., :h, D:D + d] = 2.0 * dW2.transpose(-1, -2)
+    T = _tok(R1, Wc)
+    dW2a = dW2.new_zeros(*dW2.shape[:-2], h + 2, D)                    # [r, y, 1] -> W2' r + b2'
+    dW2a[..., :h, :d] = dW2.transpose(-1, -2)
+    dW2a[..., h + 1, :d] = direction["b2"]
+    T[..., :D] += _tok(Ha, dW2a)
+    return T
 
 
-def _summaries_taylor(tokens, T1, T2, n):
+def _summaries_taylor(tokens, T, n):
     """First and second derivatives of :func:`_summarize_tokens` along a step that moves the
-    tokens by ``T1, T2``: ``A' = K'^T K + K^T K'``, ``A'' = K''^T K + 2 K'^T K' + K^T K''``
-    (``K`` the key rows), ``z' , z''`` the query row's. Returns ``(A1, A2, z1, z2)`` batch last."""
-    K, K1, K2 = tokens[..., :n, :], T1[..., :n, :], T2[..., :n, :]
-    X = _bmm(K1.transpose(-1, -2), K)
-    A1 = X + X.transpose(-1, -2)
-    X = _bmm(K2.transpose(-1, -2), K)
-    A2 = X + X.transpose(-1, -2) + 2 * _bmm(K1.transpose(-1, -2), K1)
-    return tuple(t.contiguous() for t in (A1.movedim(-3, -1), A2.movedim(-3, -1), T1[..., n, :].movedim(-2, -1),
-                                          T2[..., n, :].movedim(-2, -1)))
+    tokens by ``T1, T2`` (``T = [T1, T2]``, :func:`_embed_taylor`): ``A' = K'^T K + K^T K'``,
+    ``A'' = K''^T K + 2 K'^T K' + K^T K''`` (``K`` the key rows; ``[K', K'']^T K`` in one
+    product), ``z', z''`` the query row's. Returns ``(A1, A2, z1, z2)`` batch last."""
+    D = tokens.shape[-1]
+    K, K12 = tokens[..., :n, :], T[..., :n, :]
+    X = _bmm(K12.transpose(-1, -2), K)                                 # (..., B, 2D, D)
+    X1, X2 = X[..., :D, :], X[..., D:, :]
+    K1 = K12[..., :D]
+    A1 = X1 + X1.transpose(-1, -2)
+    A2 = (X2 + X2.transpose(-1, -2)).add_(_bmm(K1.transpose(-1, -2), K1), alpha=2.0)
+    return tuple(t.contiguous() for t in (A1.movedim(-3, -1), A2.movedim(-3, -1), T[..., n, :D].movedim(-2, -1),
+                                          T[..., n, D:].movedim(-2, -1)))
 
 
 # -- parameters ------------------------------------------------------------------------------------
@@ -364,7 +475,7 @@ def _check(model, params, batch, name="params"):
 class _Forward(NamedTuple):
     """What :func:`loss_and_grad` keeps for :func:`curvature` at the same point and batch."""
 
-    front: tuple | None             # the front end's (X, H, R)
+    front: tuple | None             # the front end's (Xp, Ha): :func:`_embed`
     tokens: torch.Tensor | None     # the embedded tokens
     A0: torch.Tensor | None         # linear attention: the (embedded) prompts' summaries
     z0: torch.Tensor | None
@@ -398,15 +509,12 @@ def _loss_and_grad(model: Model, params, batch: Batch, need_grad: bool, keep_for
         if front is not None:
             bar_A0, bar_z0 = rest.pop(0)
             sym = (bar_A0 + bar_A0.transpose(-3, -2)).movedim(-1, -3)  # (..., B, D, D)
-            bar_tokens = torch.cat([_bmm(tokens[..., :n, :], sym), bar_z0.movedim(-1, -2).unsqueeze(-2)], dim=-2)
+            bar_tokens = _bmm(tokens, sym)                             # keys' rows; the query's row:
+            bar_tokens[..., n, :] = bar_z0.movedim(-1, -2)
     else:
-        h, saved = _softmax_forward(P, Q, tokens, n)
-        err = h + y                                                    # -(TF_L - y)
-        loss = err.square().mean(-1)
+        loss, gP, gQ, bar_tokens = _softmax_loss_and_grad(P, Q, tokens, y, n, need_grad, inputs=front is not None)
         if not need_grad:
             return loss, None, None
-        c = (2.0 / err.shape[-1]) * err
-        gP, gQ, bar_tokens = _softmax_backward(P, Q, saved, c, n, inputs=front is not None)
     grads = _trained_grads(model, params, gP, gQ)
     if front is not None:
         grads.update(_embed_backward(params, front, bar_tokens, d))
@@ -482,8 +590,7 @@ def curvature(model: Model, params: dict, direction: dict, batch: Batch, *, forw
         dP, dQ, Q2 = _direction_PQ(model, params, direction)
         inputs = None
         if model.frontend == "mlp":
-            T1, T2 = _embed_taylor(params, direction, forward.front, model.d)
-            inputs = _summaries_taylor(forward.tokens, T1, T2, n)
+            inputs = _summaries_taylor(forward.tokens, _embed_taylor(params, direction, forward.front, model.d), n)
         curv = fast.curvature(_core(model), {"P": P, "Q": Q}, {"P": dP, "Q": dQ}, forward.A0, forward.z0, y, n,
                               forward=forward.core, inputs=inputs)
         if Q2 is not None:

@@ -155,6 +155,52 @@ def test_softmax_is_stable_for_large_scores():
         assert torch.allclose(grads[k], ref_grads[k], rtol=1e-8, atol=1e-10 * ref_grads[k].abs().max()), k
 
 
+def test_softmax_overflowing_prompts_fall_back_alone():
+    """float32, one prompt whose scores spread over hundreds: shifted by the mean score the
+    weights overflow, so that prompt (and it alone) is shifted by the maximum. Its prediction
+    and the batch's gradient are finite and match float64 autograd; the other prompts' numbers
+    are bitwise those computed without it."""
+    model, n = Model(L=3, d=3, attention="softmax"), 8
+    params, Z, y = draw(model, n, (2,), (2,), B=6, seed=3)
+    Z = Z.clone()
+    Z[0, 2, :-1] *= 12.0                                     # run 0, prompt 2: scores in the hundreds
+    P, Q = model.to_PQ(params)
+    f32 = {k: v.float() for k, v in params.items()}
+    batch = fast_variants.prepare(model, Z.float(), y.float())
+    P32, Q32 = model.to_PQ(f32)
+    h, (layers, *_) = fast_variants._softmax_forward(P32, Q32, batch.tokens, n)
+    X, H, E, Us, inv = layers[0]
+    D = model.d + 1
+    mean_shifted = torch.bmm(X, H[..., :D + 1].transpose(-1, -2)).exp()
+    assert not torch.isfinite(mean_shifted[2]).all() and torch.isfinite(mean_shifted[3:]).all()
+    assert torch.isfinite(h).all() and torch.isfinite(E).all()
+    ref = lintf.model.forward(P, Q, Z, "softmax")[..., -1, -1]     # h = [Z_L]_{D,N} = -TF
+    assert torch.allclose(h.double(), ref, rtol=1e-4, atol=1e-5)
+    # the other prompts: bitwise as without the overflowing one
+    keep = [0, 1, 3, 4, 5]
+    alone, _ = fast_variants._softmax_forward(P32[:1], Q32[:1], batch.tokens[:1, keep], n)
+    assert torch.equal(alone[0], h[0, keep])
+    loss, grads = fast_variants.loss_and_grad(model, f32, batch)
+    ref_loss, ref_grads = autograd_loss_and_grad(model, params, Z, y)
+    assert torch.allclose(loss.double(), ref_loss, rtol=1e-4)
+    for k in grads:
+        assert torch.isfinite(grads[k]).all()
+        assert torch.allclose(grads[k].double(), ref_grads[k], rtol=1e-3, atol=1e-4 * ref_grads[k].abs().max()), k
+
+
+def test_front_end_carries_the_labels_exactly():
+    """The front end's products carry every token's y-part through (times one plus zeros):
+    bitwise the prompts' in float32; its x-part is model.embed's."""
+    model, n = Model(L=2, d=3, frontend="mlp", hidden=5), 6
+    params, Z, y = draw(model, n, (2, 3), (3,))
+    p32 = {k: v.float() for k, v in params.items()}
+    tokens = fast_variants.prepare(model, Z.float(), y.float()).tokens
+    T, _ = fast_variants._embed(p32, tokens, model.d)
+    assert torch.equal(T[..., model.d], tokens[..., model.d].expand(2, 3, *tokens.shape[-3:-1]))
+    T64, _ = fast_variants._embed(params, Z.transpose(-1, -2), model.d)
+    assert torch.allclose(T64, model.embed(params, Z).transpose(-1, -2), rtol=1e-12, atol=1e-14)
+
+
 def test_use_and_bad_arguments():
     softmax = Model(L=2, d=3, attention="softmax")
     assert fast_variants.use(softmax, "fast") and fast_variants.use(softmax, "auto")
