@@ -14,8 +14,10 @@ One concept per module, data flowing one way (settings -> runs -> results -> fig
 - :mod:`lintf.stats`: the one decision rule (an exact sign-flip test over seeds) and the
   statistics the claims reduce their data to.
 - :mod:`lintf.summaries`: final losses, grid choices, noise tails, the condition-number table.
-- :mod:`lintf.claims`, :mod:`lintf.book`: the eight claims and the ablation's hypotheses, and which
-  chapter decides each on which experiments (the scorecard reads the same).
+- :mod:`lintf.registry`: one :class:`~lintf.registry.Claim` per claim of the paper (statement,
+  chapter, parts with stable ids, inputs, rule); :mod:`lintf.claims` the rules and the ablation's
+  hypotheses; :mod:`lintf.book` the chapters' verdicts through the registry (the scorecard reads
+  the same).
 - :mod:`lintf.plots`, :mod:`lintf.chapter`: figures; a chapter's parameters, figures with their
   captions, verdicts, and the numbers glued into its prose.
 """

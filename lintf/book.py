@@ -19,7 +19,7 @@ import math
 
 import pandas as pd
 
-from . import claims, summaries
+from . import claims, stats, summaries
 from . import experiments as E
 from .checks import check_choice, check_int
 from .optim import ALL_OPTIMIZERS
@@ -436,30 +436,47 @@ def _each_way(k, v, scale) -> str:
     else:
         return "-"
     ok = could_fail(n, m)
-    return (f"{'yes' if ok else 'no'}: 2^-{n} {'<=' if ok else '>'} 5%/{m}" +
-            ("" if n >= 5 else "; cannot hold either"))
+    seeds = f"{n} seed{'s' * (n != 1)}"
+    if ok:
+        return f"yes ({seeds} per part can refute one of {m} part{'s' * (m != 1)})"
+    return (f"no: {seeds} cannot refute one of {m} part{'s' * (m != 1)}" +
+            ("" if n >= stats.min_seeds() else ", nor confirm it"))
+
+
+def _parts_seeds(parts: int, seeds) -> str:
+    """``"3 parts, 6 seeds each"``, ``"4 parts, 5 to 6 seeds"``, ``"2 parts, none tested"``:
+    a claim's parts and the seeds of its tested ones (``seeds``: one count per tested part)."""
+    seeds = [int(x) for x in seeds]
+    head = f"{parts} part{'s' * (parts != 1)}"
+    if not seeds:
+        return f"{head}, none tested"
+    lo, hi = min(seeds), max(seeds)
+    if lo == hi:
+        return f"{head}, {lo} seed{'s' * (lo != 1)}" + (" each" if len(seeds) > 1 else "")
+    return f"{head}, {lo} to {hi} seeds"
 
 
 def card(verdicts: dict, texts: dict, chapters, scale=None) -> pd.DataFrame:
     """The scorecard's table: one row per claim (or hypothesis) of ``texts``: its verdict
     (``"not computed"`` when missing from ``verdicts``), its parts and seeds, the parts left
-    untested, whether it could come out each way (``"yes: 2^-n <= 5%/k"``, with ``k`` parts and
-    ``n`` the fewest seeds of any part: from :func:`design` at ``scale`` for the paper's claims,
-    else from the parts decided) and the chapter (``chapters``: one name, or a dict per key)."""
+    untested, whether it could come out each way (``"yes (6 seeds per part can refute one of 3
+    parts)"``: :func:`could_fail` with ``k`` parts and ``n`` the fewest seeds of any part, from
+    :func:`design` at ``scale`` for the paper's claims, else from the parts decided) and the
+    chapter (``chapters``: one notebook name, or a dict per key; :func:`styled_card` shows its
+    title, :data:`CHAPTER_TITLES`)."""
     rows = []
     for k, text in texts.items():
         chapter = chapters[k] if isinstance(chapters, dict) else chapters
         v = verdicts.get(k)
         if v is None:
             rows.append({"claim": k, "statement": text, "verdict": "not computed",
-                         "parts, seeds": f"build {chapter} first", "untested": "",
+                         "parts, seeds": f"build {CHAPTER_TITLES.get(chapter, chapter)} first", "untested": "",
                          "could come out each way": _each_way(k, None, scale), "chapter": chapter})
             continue
         t = v.details["parts"]
         tested = t[t["verdict"] != "untested"]
         rows.append({"claim": k, "statement": text, "verdict": v.verdict,
-                     "parts, seeds": f"{len(t)} part(s); seeds {int(tested['n'].min())}-{int(tested['n'].max())}"
-                     if len(tested) else f"{len(t)} part(s), none tested",
+                     "parts, seeds": _parts_seeds(len(t), tested["n"]),
                      "untested": "; ".join(f"{r.part} ({r.extra})" for r in t[t["verdict"] == "untested"].itertuples()),
                      "could come out each way": _each_way(k, v, scale), "chapter": chapter})
     return pd.DataFrame(rows, columns=["claim", "statement", "verdict", "parts, seeds", "untested",
@@ -469,13 +486,17 @@ def card(verdicts: dict, texts: dict, chapters, scale=None) -> pd.DataFrame:
 def styled_card(verdicts: dict, texts: dict, chapters, key_name: str = "claim", scale=None):
     """:func:`card` as a pandas Styler: the verdict column as a coloured badge (the colours of
     :data:`lintf.claims.VERDICT_COLORS`, grey for "not computed"), the statement column
-    wrapped; the key column named ``key_name``."""
+    wrapped, the chapter as a link titled by :data:`CHAPTER_TITLES`; the key column named
+    ``key_name``."""
+    import html
     colours = {**claims.VERDICT_COLORS, "not computed": "#BBBBBB"}
 
     def badge(v):
         return f"color: white; background-color: {colours[v]}; font-weight: bold" if v in colours else ""
 
     table = card(verdicts, texts, chapters, scale).rename(columns={"claim": key_name})
+    table["chapter"] = [f'<a href="{html.escape(c)}.html">{html.escape(CHAPTER_TITLES.get(c, c))}</a>'
+                        for c in table["chapter"]]
     return (table.style.map(badge, subset=["verdict"])
             .set_properties(subset=["statement", "untested"], **{"max-width": "22em"}))
 
@@ -508,19 +529,21 @@ def claim_by_claim(verdicts: dict) -> str:
 
 
 def evidence_html(verdicts: dict, missing: list[dict]) -> str:
-    """Each verdict's headline and finding in words, its evidence (one line per part) folded in a
-    ``<details>`` block, and the missing ones with their reason, as HTML."""
+    """Each verdict (its summary line), its deciding part and finding in words, its evidence
+    (one line per part) folded in a ``<details>`` block, and the missing ones with their reason
+    and the chapter's title (:data:`CHAPTER_TITLES`), as HTML."""
     import html
     blocks = []
     for v in verdicts.values():
         lines = "".join(f"<li>{html.escape(line)}</li>" for line in v.evidence.splitlines() if line)
         blocks.append(f"<details><summary><b>{html.escape(v.label)}: {html.escape(v.verdict)}</b> "
-                      f"({html.escape(v.text)})</summary><p>{html.escape(v.headline)}. "
+                      f"({html.escape(v.text)})</summary><p>Deciding part {html.escape(v.deciding)}. "
                       f"{html.escape(v.sentence)}</p><ul>{lines}</ul></details>")
     for m in missing:
         label = f"{'Hypothesis' if isinstance(m['claim'], str) else 'Claim'} {m['claim']}"
         blocks.append(f"<details><summary><b>{label}: not computed</b></summary><p>"
-                      f"{html.escape(m['reason'])} (chapter {m['chapter']})</p></details>")
+                      f"{html.escape(m['reason'])} (chapter {html.escape(CHAPTER_TITLES.get(m['chapter'], m['chapter']))})"
+                      "</p></details>")
     return "".join(blocks)
 
 

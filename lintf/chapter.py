@@ -209,6 +209,10 @@ def check_injected(chapter: str, namespace: dict | None) -> None:
                          f"{declared} (papermill --help-notebook book/{chapter}.ipynb describes them)")
 
 
+NO_RATE_NOTES = ("noise_histogram", "lr_grid")
+"""Plots whose :func:`figure` caption carries no setting's rate notes by default: the noise at
+initialisation trains nothing, and a learning-rate grid shows every rate."""
+
 BAND = "geometric mean over seeds, band from the lowest to the highest seed"
 """What a curve figure does with the seeds (:func:`lintf.plots.loss_curves`, ``smoothness_curves``,
 ``rmed_curves``): the default ``summary`` of :func:`caption`."""
@@ -312,7 +316,8 @@ def figure(plot, frame, settings, p: Parameters, label: str, what: str = "", *, 
            **kwargs) -> None:
     """Draw ``plot`` once per setting (:func:`lintf.plots.grid_of_settings`, ``kwargs`` passed
     on), show the figure, then its :func:`caption` (``seeds``, ``notes``: see there; ``notes``
-    None: False for :func:`lintf.plots.noise_histogram`, which trains nothing, else True).
+    None: False for :func:`lintf.plots.noise_histogram`, which trains nothing, and for
+    :func:`lintf.plots.lr_grid`, which shows every rate, else True).
     ``titles`` overrides the settings' titles."""
     import matplotlib.pyplot as plt
     from IPython.display import Markdown, display
@@ -324,7 +329,7 @@ def figure(plot, frame, settings, p: Parameters, label: str, what: str = "", *, 
     grid_of_settings(plot, frame, settings=settings, titles=titles, **kwargs)
     plt.show()
     if notes is None:
-        notes = getattr(plot, "__name__", "") != "noise_histogram"
+        notes = getattr(plot, "__name__", "") not in NO_RATE_NOTES
     records = [r for r in getattr(frame, "attrs", {}).get("provenance", []) if r.get("setting") in settings + [None]]
     display(Markdown(caption(label, settings, p, what=what, steps=steps, summary=summary, seeds=seeds,
                              notes=notes, provenance=records)))
@@ -438,7 +443,16 @@ def part_text(row, digits: int = 2) -> str:
     digits = check_int("digits", digits, minimum=0)
     if row.verdict == "untested":
         return f"untested: {getattr(row, 'extra', '') or 'no data'}"
-    return f"{row.statistic:.{digits}f} [{row.low:.{digits}f}, {row.high:.{digits}f}] ({row.verdict})"
+    low, stat, high = (fixed(x, digits) for x in (row.low, row.statistic, row.high))
+    return f"{stat} [{low}, {high}] ({row.verdict})"
+
+
+def fixed(x: float, digits: int = 2) -> str:
+    """``x`` with ``digits`` decimals, never a negative zero (``-0.001`` is ``"0.00"``, not
+    ``"-0.00"``); ``"inf"``, ``"-inf"`` and ``"nan"`` as Python writes them."""
+    digits = check_int("digits", digits, minimum=0)
+    text = f"{float(x):.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 def _exp(x: float) -> float:
@@ -461,8 +475,33 @@ def show_verdict(v, name: str | None = None) -> None:
 def show_parts(v, columns: dict | None = None) -> None:
     """Show a verdict's parts as a table (part, statistic, bounds, seeds, verdict; renamed by
     ``columns``) and print its notes: parts left untested, runs diverged or excluded."""
+    from IPython.display import Markdown, display
+
     parts = v.details["parts"][["part", "statistic", "low", "high", "n", "verdict"]]
     show(parts.rename(columns={"n": "seeds", **(columns or {})}))
-    for line in v.evidence.splitlines():
-        if line.startswith(("untested", "no part")) or "diverged" in line or "excluded" in line:
-            print(line)
+    notes = [line for line in v.evidence.splitlines()
+             if line.startswith(("untested", "no part")) or "diverged" in line or "excluded" in line]
+    if notes:
+        display(Markdown(notes_markdown(notes)))
+
+
+def _seed_words(seeds) -> str:
+    """``["1"]``: ``"seed 1"``; ``["1", "3", "4"]``: ``"seeds 1, 3 and 4"``."""
+    seeds = [str(x) for x in seeds]
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    return f"seeds {', '.join(seeds[:-1])} and {seeds[-1]}"
+
+
+def notes_markdown(lines) -> str:
+    """A verdict's notes (parts untested, runs diverged or excluded: lines of its evidence) as
+    a short Markdown list under the heading "Notes", with plurals and the optimizers' names
+    written out (``"large: 2 diverged run(s) excluded (sgdm seed 1)"`` reads
+    ``"large: 2 diverged runs excluded (SGDM seed 1)"``, ``"seed(s) [1, 3]"`` reads
+    ``"seeds 1 and 3"``)."""
+    def tidy(line: str) -> str:
+        line = re.sub(r"\b(\d+) (\w+) run\(s\)", lambda m: f"{m[1]} {m[2]} run{'s' * (m[1] != '1')}", line)
+        line = re.sub(r"\b(\d+) run\(s\)", lambda m: f"{m[1]} run{'s' * (m[1] != '1')}", line)
+        line = re.sub(r"\bseed\(s\) \[([\d, ]+)\]", lambda m: _seed_words(m[1].split(", ")), line)
+        return re.sub(r"\bsgdm\b", "SGDM", re.sub(r"\badam\b", "Adam", line))
+    return "**Notes.**\n\n" + "\n".join(f"- {tidy(line)}" for line in lines)

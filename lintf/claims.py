@@ -783,7 +783,7 @@ def claim6(history: pd.DataFrame, depths: Mapping = DEPTHS, quantity: str | None
         return pd.DataFrame({"part": name, "seed": full.index, "slope": slopes})
 
     gap = logs["sgdm"].reindex(columns=Ls) - logs["adam"].reindex(columns=Ls)
-    data = [slope_part("gap_widens", f"gap widens with depth L={Ls}", gap, "greater",
+    data = [slope_part("gap_widens", f"gap widens with depth (L = {', '.join(map(str, Ls))})", gap, "greater",
                        "slope of log(SGDM/Adam) per layer", OPTIMIZERS,
                        ("the SGDM/Adam loss gap widens with depth", "the SGDM/Adam loss gap narrows with depth"))]
     for opt in OPTIMIZERS:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import time
 
+import pandas as pd
+
 from . import book, claims
 from . import experiments as E
 from .checks import check_choice
@@ -418,6 +420,43 @@ def estimate(exp: Experiment, rates: dict) -> float:
     if exp.iterations == 0:
         return 0.0
     return exp.iterations * rates.get((_model_key(get_setting(exp.setting)), exp.unit), 0.0)
+
+
+# -- how much of the paper a scale computes --------------------------------------------------
+SHARE_ROWS = (("Settings 1-3 (Figs 2, 5, 16)", ("setting1", "setting2", "setting3")),
+              ("sphere covariates (Fig 9)", ("sphere",)),
+              ("depths L = 2, 4, 6, 8 (Figs 12-14)", ("depth2", "depth4", "depth6", "depth8")),
+              ("softmax attention (Fig 7)", ("softmax",)),
+              ("separate W_K, W_Q (Fig 8)", ("separate_qk",)),
+              ("L=8, d=20, n=60 (Fig 8)", ("large",)),
+              ("nonlinear regression (Fig 15)", ("nonlinear",)))
+
+
+def paper_share(scale=None) -> pd.DataFrame:
+    """How much of the paper's training ``scale`` computes: one row per group of settings
+    (:data:`SHARE_ROWS`) and one for the learning-rate grid, with ``iterations`` and ``seeds``
+    per run at ``scale``, and ``share``, its run-iterations (both optimizers, every seed)
+    as a fraction of the ``paper`` scale's (0 where the scale leaves it out)."""
+    sc, paper = _scale(scale), get_scale("paper")
+
+    def run_iterations(scale, names):
+        return sum(0 if n in scale.skip_variants else
+                   2 * len(scale.seeds_for(get_setting(n))) * scale.steps_for(get_setting(n)) for n in names)
+
+    rows = []
+    for label, names in SHARE_ROWS:
+        st = get_setting(names[0])
+        left_out = names[0] in sc.skip_variants
+        rows.append({"experiment": label, "iterations": 0 if left_out else sc.steps_for(st),
+                     "seeds": 0 if left_out else len(sc.seeds_for(st)),
+                     "share": run_iterations(sc, names) / run_iterations(paper, names)})
+
+    def grid(scale):
+        return len(E.sweep_rates("setting1", scale)) * len(scale.sweep_seeds) * scale.sweep_steps
+
+    rows.append({"experiment": "learning-rate grid (Table 2)", "iterations": sc.sweep_steps,
+                 "seeds": len(sc.sweep_seeds), "share": grid(sc) / grid(paper)})
+    return pd.DataFrame(rows)
 
 
 # -- computing the plan ----------------------------------------------------------------------

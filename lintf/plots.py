@@ -43,6 +43,10 @@ FIT_COLOR = "#333333"
 FULL_WIDTH = 7.5
 """Figure width in inches that fills the Jupyter Book text column without scaling text down."""
 PANEL_HEIGHT = 2.6
+FOREST_LABEL = 9.0
+"""Font size (points) of :func:`forest`'s row labels: the book's tick size, legible at the text column."""
+FOREST_ROW = 0.3
+"""Height in inches of one :func:`forest` row: room for its label (9 pt is 0.125 in) and a gap."""
 _SOURCE_MARKERS = ("^", "D", "s", "v")
 LINESTYLES = ("-", "--", ":", "-.")
 """One per learning rate when a frame holds several rates for an optimizer."""
@@ -147,12 +151,14 @@ def _label(opt: str, lr: float, n_lrs: int, suffix: str = "") -> str:
 
 
 def _note_diverged(ax: Axes, counts: list[tuple[str, int, int]], what: str = "diverged, not shown") -> None:
-    """Write in the panel how many runs each curve leaves out, so that legends shared
-    across panels stay identical."""
+    """Write under the panel (below its x label, off the data) how many runs each curve
+    leaves out, so that legends shared across panels stay identical."""
     parts = [f"{name} {k}/{n}" for name, k, n in counts if k]
     if parts:
-        ax.text(0.02, 0.02, f"{what}: " + ", ".join(parts), transform=ax.transAxes,
-                fontsize=7.5, color="0.35", va="bottom")
+        # x in axes fractions, y just below the x label's box: outside the axes, whatever the data
+        ax.annotate(f"{what}: " + ", ".join(parts), xy=(0.0, 0.0), xycoords=("axes fraction", ax.xaxis.label),
+                    xytext=(0, -3), textcoords="offset points", fontsize=7.5, color="0.35", ha="left", va="top",
+                    gid="diverged-note")
 
 
 def _seed_curves(runs: pd.DataFrame, log: bool = True) -> pd.DataFrame:
@@ -418,7 +424,8 @@ def forest(parts: pd.DataFrame, ax: Axes | None = None) -> Axes:
     left, right = np.minimum(lo, hi), np.maximum(lo, hi)
     n = len(parts)
     if ax is None:
-        _, ax = plt.subplots(figsize=(FULL_WIDTH, max(2.0, 0.22 * n + 0.8)))
+        # one row per part, each tall enough for its label at the book's tick size
+        _, ax = plt.subplots(figsize=(FULL_WIDTH, max(2.0, FOREST_ROW * n + 1.2)))
     finite = np.concatenate([v[np.isfinite(v)] for v in (centre, left, right)] or [np.zeros(1)])
     span = float(np.max(np.abs(finite))) * 1.5 if finite.size else 1.0
     y = np.arange(n)[::-1]
@@ -437,7 +444,8 @@ def forest(parts: pd.DataFrame, ax: Axes | None = None) -> Axes:
     ax.axvline(0, color=FIT_COLOR, lw=0.9)
     ax.set_xscale("symlog", linthresh=0.1)
     ax.set_xlim(-span, span)
-    ax.set_yticks(y, [f"{int(r.claim)}: {r.part}"[:60] for r in parts.itertuples()], fontsize=7)
+    ax.set_yticks(y, [f"{r.claim}: {r.part}"[:60] for r in parts.itertuples()], fontsize=FOREST_LABEL)
+    ax.set_ylim(-0.6, n - 0.4)
     ax.set_xlabel("statistic minus threshold, claimed side to the right (symmetric log scale)")
     handles = [Line2D([], [], color=c, lw=2.2, label=v) for v, c in VERDICT_COLORS.items()]
     # above the axes, so that it never covers a part's row

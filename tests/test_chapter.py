@@ -232,3 +232,54 @@ def test_caption_says_which_setting_each_note_is_about():
     alone = chapter.caption("Fig 5.", "setting1", p)                  # one setting: the note alone
     assert s1.note in alone and f"— {s1.note}" not in alone
     assert s1.note not in chapter.caption("Fig 2.", ["setting1", "setting2"], p, notes=False)
+
+
+def test_part_text_never_writes_a_negative_zero():
+    import pandas as pd
+    row = pd.Series({"statistic": 3.24, "low": -0.001, "high": 5.91, "verdict": "inconclusive", "extra": ""})
+    assert chapter.part_text(row) == "3.24 [0.00, 5.91] (inconclusive)"
+    assert chapter.fixed(-0.004) == "0.00" and chapter.fixed(-0.006) == "-0.01" and chapter.fixed(float("-inf")) == "-inf"
+    assert chapter.fixed(-0.04, digits=1) == "0.0" and chapter.fixed(0.0) == "0.00"
+
+
+def test_a_grid_or_noise_figure_carries_no_rate_note(monkeypatch):
+    """A learning-rate grid shows every rate and the noise trains nothing: neither caption
+    repeats a setting's note on its default rates (Setting 1: Adam lr 0.02 ...)."""
+    import IPython.display
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lintf.settings import get_setting
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", shown.append)
+    monkeypatch.setattr(plt, "show", lambda: plt.close("all"))
+    monkeypatch.setattr("lintf.plots.grid_of_settings", lambda plot, frame, **kw: None)
+    p = chapter.parameters(scale="ci", device="cpu")
+    note = get_setting("setting1").note
+    assert note
+
+    def lr_grid(*a, **k): ...
+
+    def loss_curves(*a, **k): ...
+    for plot, expect in ((lr_grid, False), (loss_curves, True)):
+        shown.clear()
+        chapter.figure(plot, None, ["setting1"], p, "Fig.")
+        assert (note in shown[-1].data) is expect, (plot.__name__, shown[-1].data)
+
+
+def test_show_parts_writes_its_notes_as_prose(monkeypatch):
+    import IPython.display
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", shown.append)
+    md = chapter.notes_markdown(["large: 2 diverged run(s) excluded (sgdm seed 1, sgdm seed 3)",
+                                 "untested: separate_qk (1 run(s) left)",
+                                 "large/SGDM vs large/Adam: seed(s) [1, 3] unpaired or diverged, excluded",
+                                 "x: seed(s) [4] unpaired"])
+    assert "seeds 1 and 3 unpaired" in md and "seed 4 unpaired" in md and "[" not in md
+    assert md.startswith("**Notes.**") and "(s)" not in md and "sgdm" not in md
+    assert "- large: 2 diverged runs excluded (SGDM seed 1, SGDM seed 3)" in md and "1 run left" in md
+    import dataclasses
+    v = dataclasses.replace(_verdict(), evidence="setting1: fine\nlarge: 1 diverged run(s) excluded (adam seed 0)")
+    chapter.show_parts(v)
+    assert "large: 1 diverged run excluded (Adam seed 0)" in shown[-1].data

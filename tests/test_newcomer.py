@@ -391,3 +391,131 @@ def test_tail_table_shows_one_row_for_one_setting_under_two_names(monkeypatch):
     assert len(table) == 2 and "excess over the null" in table and "kurtosis excess" not in table
     both = [t for t in table["title"] if "gamma" in t]
     assert both == [f"{lintf.get_setting('setting3').title}; also {lintf.get_setting('gamma').title}"]
+
+
+# ---------------------------------------------------------------- the prose of the pages
+
+
+def _markdown(name: str) -> list[str]:
+    return ["".join(c["source"]) for c in json.loads((BOOK / f"{name}.ipynb").read_text(encoding="utf-8"))["cells"]
+            if c["cell_type"] == "markdown"]
+
+
+def _ordered_lists(text: str) -> list[list[int]]:
+    """The numbers of each ordered list of a Markdown text, as written: a list runs over its
+    items, their indented continuation lines and blank lines, until a line at column 0 that is
+    not an item (CommonMark numbers the items from the first one's number on)."""
+    lists, current, fence = [], None, False
+    for line in text.splitlines():
+        if line.lstrip().startswith(("```", "~~~")):
+            fence = not fence
+        if fence:
+            continue
+        item = re.match(r"^(\d{1,9})[.)](\s|$)", line)
+        if item:
+            if current is None:
+                current = []
+                lists.append(current)
+            current.append(int(item[1]))
+        elif line.strip() and not line.startswith((" ", "\t")):
+            current = None
+    return lists
+
+
+def test_ordered_list_parser_sees_a_renumbered_list():
+    assert _ordered_lists("Claims:\n\n2. one\n   more\n7. two\n\nText\n1. a\n") == [[2, 7], [1]]
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_no_markdown_list_number_is_renumbered_on_the_page(name):
+    """Markdown renumbers an ordered list from its first item, so "2. ... 7." shows "2. 3.":
+    a list that names claims by number must not be an ordered list."""
+    for text in _markdown(name):
+        for numbers in _ordered_lists(text):
+            assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), (name, numbers, text[:200])
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_a_verdict_is_stated_once_by_its_badge(name):
+    """The badge of ``C.show_verdict`` states the verdict, its deciding part and what was shown;
+    the prose after it gives the numbers, not the same sentences again."""
+    for text in _markdown(name):
+        assert not re.search(r"\{glue:text\}`\w+_(headline|sentence)\b", text), (name, text[:200])
+        assert "The verdict is **" not in text, (name, text[:200])
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_the_rule_s_and_the_scale_s_numbers_are_glued_not_written(name):
+    """The fewest seeds the rule decides on and the evaluation batches' size come from the code
+    (:func:`lintf.stats.min_seeds`, ``Scale.eval_size``): written by hand, they are wrong at
+    another level or scale."""
+    for text in _markdown(name):
+        flat = " ".join(text.split())
+        assert not re.search(r"(fewer than|at least) \d+ (seeds|initialisations)", flat), (name, flat[:200])
+        assert not re.search(r"batches of \d+ prompts|batches of 1000\b", flat), (name, flat[:200])
+
+
+@pytest.mark.parametrize("number", [2, 6, 7, 8])
+def test_parts_that_can_be_untested_are_glued_as_text(number):
+    """A part of claims 2, 6, 7, 8 can be untested (a variant or depth not run, a run diverged):
+    its statistic glued with a format prints "nan"; its ``_text`` key says "untested: why"."""
+    from lintf.registry import REGISTRY
+    claim = REGISTRY[number]
+    ids = {i for scale in ("ci", "cpu", "paper") for i in claim.ids(scale)}
+    used = 0
+    for name in CHAPTERS:
+        for text in _markdown(name):
+            for k in re.findall(r"\{glue:text\}`(" + claim.key + r"_\w+?)(?::[^`]*)?`", text):
+                part = next((i for i in ids if k == f"{claim.key}_{i}" or k.startswith(f"{claim.key}_{i}_")), None)
+                if part is not None:
+                    used += 1
+                    assert k == f"{claim.key}_{part}_text", (name, k)
+    assert used, f"no chapter states claim {number}'s parts"
+
+
+def test_scorecard_rows_read_as_words_with_chapter_titles():
+    import math
+
+    import pandas as pd
+
+    import lintf.book as B
+    from lintf.claims import CLAIMS, Verdict
+    parts = pd.DataFrame({"part": ["setting1", "setting2", "setting3"], "id": ["setting1", "setting2", "setting3"],
+                          "statistic": [0.5, 0.4, math.nan], "low": [0.1, 0.1, math.nan],
+                          "high": [math.inf, math.inf, math.nan], "n": [6, 5, 1],
+                          "verdict": ["holds", "holds", "untested"], "extra": ["", "", "1 seed(s)"]})
+    v = Verdict(1, CLAIMS[1], "inconclusive", 0.4, (0.1, math.inf), "line", {"parts": parts})
+    row = B.card({1: v}, {1: CLAIMS[1]}, B.CLAIM_CHAPTER, scale="ci").iloc[0]
+    assert row["parts, seeds"] == "3 parts, 5 to 6 seeds"
+    assert B._parts_seeds(3, [6, 6, 6]) == "3 parts, 6 seeds each" and B._parts_seeds(1, []) == "1 part, none tested"
+    assert row["could come out each way"].startswith("yes (")
+    for text in (row["parts, seeds"], row["could come out each way"]):
+        assert "(s)" not in text and "^" not in text and "<=" not in text
+    html = B.styled_card({1: v}, {1: CLAIMS[1]}, B.CLAIM_CHAPTER, scale="ci").to_html()
+    chapter_name = B.CLAIM_CHAPTER[1]
+    assert f'<a href="{chapter_name}.html">{B.CHAPTER_TITLES[chapter_name]}</a>' in html
+    missing = B.card({}, {1: CLAIMS[1]}, B.CLAIM_CHAPTER, scale="ci").iloc[0]
+    assert missing["parts, seeds"] == f"build {B.CHAPTER_TITLES[chapter_name]} first"
+    gone = B.evidence_html({}, [{"claim": 1, "reason": "not stored", "chapter": chapter_name}])
+    assert B.CHAPTER_TITLES[chapter_name] in gone and f"chapter {chapter_name})" not in gone
+
+
+def test_readme_share_of_the_paper_is_the_code_s():
+    import lintf.plan
+    rows = re.findall(r"^\| (.+?) \| (\d+) x (\d+) \| (\d+) x (\d+) \| ([\d.]+)% \|$", README.read_text(), flags=re.M)
+    cpu, paper = lintf.plan.paper_share("cpu"), lintf.plan.paper_share("paper")
+    assert [r[0] for r in rows] == list(cpu.experiment)
+    for (label, pit, pseeds, cit, cseeds, share), c, p in zip(rows, cpu.itertuples(), paper.itertuples()):
+        assert (int(pit), int(pseeds), int(cit), int(cseeds)) == (p.iterations, p.seeds, c.iterations, c.seeds), label
+        assert share == f"{100 * c.share:.3g}", label
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_every_code_cell_but_the_parameters_is_folded(name):
+    """The pages show figures, tables and prose; the code that draws them (``C.figure(...)``,
+    ``C.glue(...)``) is folded behind "Show code", and only the parameters cell, the page's
+    interface, is open."""
+    for cell in _cells(name):
+        tags = set(cell["metadata"].get("tags", []))
+        assert "parameters" in tags or tags & {"hide-input", "remove-input", "hide-cell", "remove-cell"}, \
+            (name, _source(cell)[:80])

@@ -98,6 +98,21 @@ def test_loss_curves_leaves_out_diverged_and_styles_lrs():
     assert "training" in ax.get_ylabel()
 
 
+def test_diverged_note_sits_outside_the_axes_below_the_x_label():
+    h = history(diverge={("s1", "adam", 0)}, lrs={"sgdm": [0.02], "adam": [0.01, 0.1]})
+    with P.style():
+        ax = P.loss_curves(h, quantity="loss", rolling=5, band="none")
+        fig = ax.figure
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        note = next(t for t in ax.texts if "diverged" in t.get_text())
+        box, axes_box = note.get_window_extent(renderer), ax.get_window_extent(renderer)
+        label_box = ax.xaxis.label.get_window_extent(renderer)
+        assert box.y1 <= axes_box.y0 and box.y1 <= label_box.y0 + 1     # off the data, under the x label
+        assert fig.bbox.contains(box.x0, box.y0)                         # and still inside the figure
+    plt.close(fig)
+
+
 def test_loss_curves_rejects_bad_input():
     h = history(settings=("s1", "s2"))
     with pytest.raises(ValueError, match="several settings"):
@@ -264,3 +279,16 @@ def test_panels_draws_titled_panels_and_removes_the_rest():
     assert axes.flat[3] not in fig.axes
     with pytest.raises(ValueError, match="draws"):
         P.panels([])
+
+
+@pytest.mark.parametrize("rows", [3, 12, 40])
+def test_forest_sizes_the_figure_to_its_rows_so_labels_stay_legible(rows):
+    parts = pd.DataFrame([{"claim": 1 + i % 8, "part": f"part {i}", "statistic": 0.5, "low": 0.1, "high": 0.9,
+                           "threshold": 0.0, "side": "greater", "verdict": "holds"} for i in range(rows)])
+    ax = P.forest(parts)
+    labels = ax.get_yticklabels()
+    assert len(labels) == rows and all(t.get_fontsize() >= 9 for t in labels)
+    # every row gets at least 1.5 times its label's height (points), however many rows there are
+    height_pt = ax.get_position().height * ax.figure.get_figheight() * 72
+    assert height_pt / rows >= 1.5 * min(t.get_fontsize() for t in labels)
+    plt.close(ax.figure)
