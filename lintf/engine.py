@@ -58,6 +58,11 @@ Runs are independent and each chunk is computed in the same order whichever thre
 it, so the numbers do not depend on this. Measured at 40 runs on 2 cores: 0.67 ms per
 run-iteration with two threads, 0.96 with one; at 6-12 runs (one or two chunks) no gain."""
 
+POOL_THREADS: int | None = None
+"""Threads that take the chunks in turn (None: :data:`WORKERS`). The chunks stay the same, so
+the numbers do too; ``python -m lintf compute`` sets 1 inside each task, whose worker process
+shares the cores with the others (:func:`lintf.plan.run_task`)."""
+
 CPU_THREADS = 1
 """Intra-op threads while training on the CPU. The ops here are ~0.1 ms each: with two
 threads every op waits for both, and on a loaded machine a descheduled thread costs a
@@ -433,7 +438,8 @@ class _Program:
             per_chunk = -(-K // WORKERS)
         self.chunks = [slice(i, min(i + per_chunk, K)) for i in range(0, K, per_chunk)]
         self.forwards = []
-        self.pool = ThreadPoolExecutor(WORKERS) if WORKERS > 1 and len(self.chunks) > 1 else None
+        threads = WORKERS if POOL_THREADS is None else POOL_THREADS
+        self.pool = ThreadPoolExecutor(threads) if threads > 1 and len(self.chunks) > 1 else None
 
     def close(self):
         if self.pool is not None:

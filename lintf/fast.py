@@ -528,6 +528,11 @@ thread that computed them, so the numbers do not depend on this (tested). Measur
 of the base model at B=1000, 2 cores: 1.62 s on two workers against 2.17 s with every
 operator on two threads."""
 
+HESSIAN_POOL: int | None = None
+"""Threads of :func:`hessian`'s pool, which take the prompt chunks in turn (None:
+:data:`HESSIAN_WORKERS`); ``python -m lintf compute`` sets 1 inside each task. The same numbers
+either way."""
+
 
 def _hessian_direct(model, P, Q, A0, z0, y, n, plan, prompt_chunk, pool=None):
     """:func:`hessian` of runs ``P, Q`` (full, ``(R, L, D, D)``) by
@@ -610,7 +615,7 @@ def hessian(model: Model, params: dict, A0, z0, y, n: int, *, chunk: int | None 
             threads = torch.get_num_threads()
             torch.set_num_threads(1)
             try:
-                with ThreadPoolExecutor(HESSIAN_WORKERS) as pool:
+                with ThreadPoolExecutor(HESSIAN_WORKERS if HESSIAN_POOL is None else HESSIAN_POOL) as pool:
                     block = _hessian_direct(model, P, Q, A0, z0, y, n, plan, prompt_chunk, pool)
             finally:
                 torch.set_num_threads(threads)

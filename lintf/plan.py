@@ -494,16 +494,18 @@ def run_task(exp: Experiment, scale: str, device: str, root: str, *after) -> lis
     ``after``: the results of the tasks it waits for (unused)."""
     import torch
 
-    from .engine import precision_flags
+    from . import engine, fast
     from .store import ResultStore
-    before = torch.get_num_threads()
+    before = torch.get_num_threads(), engine.POOL_THREADS, fast.HESSIAN_POOL
     torch.set_num_threads(1)
-    precision_flags(device, apply=True)
+    engine.POOL_THREADS = fast.HESSIAN_POOL = 1          # one busy thread per worker process
+    engine.precision_flags(device, apply=True)
     try:
         with E.touched() as seen:
             call(exp, scale, device=device, store=ResultStore(root), progress=False)
     finally:
-        torch.set_num_threads(before)
+        torch.set_num_threads(before[0])
+        engine.POOL_THREADS, fast.HESSIAN_POOL = before[1], before[2]
     return [key for _, key in seen.entries]
 
 

@@ -288,3 +288,23 @@ def test_skip_nonfinite_zero_is_the_old_rule(monkeypatch):
     assert res.runs.diverged[0] and res.runs.diverged_step[0] == 4 and res.runs.skipped[0] == 0
     with pytest.raises(ValueError, match="skip_nonfinite"):
         train(MODEL, PROMPTS, [("sgdm", 0.05)], [0], steps=2, batch_size=B, skip_nonfinite=-1, progress=False)
+
+
+def test_one_pool_thread_gives_the_same_numbers(monkeypatch):
+    """What ``python -m lintf compute`` sets inside a task: the chunks taken in turn by one
+    thread, for training and for the hand-written Hessian; bit for bit the same."""
+    from lintf import fast, measure
+    from lintf.settings import get_setting
+    s = get_setting("setting1")
+    monkeypatch.setattr(lintf.engine, "CHUNK_RUNS", 3)             # a chunk per configuration: two chunks
+    runs = dict(configs=[("sgdm", 0.02), ("adam", 0.02)], seeds=[0, 1, 2], steps=6, batch_size=B, device="cpu",
+                progress=False, record_smoothness=True)
+    many = train(s.model, PROMPTS.__class__(n=20, d=5), **runs)
+    params = {k: v[:3] for k, v in many.params_at(6).items()}
+    Z, y = lintf.sample_prompts(300, n=20, d=5, generator=torch.Generator().manual_seed(0))
+    H = measure.hessian(s.model, params, Z, y)
+    monkeypatch.setattr(lintf.engine, "POOL_THREADS", 1)
+    monkeypatch.setattr(fast, "HESSIAN_POOL", 1)
+    one = train(s.model, PROMPTS.__class__(n=20, d=5), **runs)
+    assert one.history.equals(many.history)
+    assert torch.equal(measure.hessian(s.model, params, Z, y), H)
