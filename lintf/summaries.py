@@ -50,7 +50,9 @@ def final_loss(history: pd.DataFrame, quantity: str = "eval_loss", frac: float =
     history : tidy (setting, optimizer, lr, seed, step, quantity, value). ``quantity`` falls
         back to ``"loss"`` when ``history`` records no ``quantity`` at all.
     runs : optional runs table (setting, optimizer, lr, seed, diverged); its diverged flags
-        are added to ours.
+        are added to ours. With its ``skipped`` column (:func:`lintf.engine.train`'s), a NaN
+        training loss marks a skipped step (``skip_nonfinite``), not a divergence: the runs
+        table says which runs diverged, and a skipped step is left out of the mean.
     Returns one row per run: setting, optimizer, lr, seed, final_loss (squared error; NaN
     when diverged), diverged (any non-finite ``loss`` or ``quantity`` value), quantity,
     n_values (how many values were averaged: ``ceil(frac * recorded)``).
@@ -72,8 +74,11 @@ def final_loss(history: pd.DataFrame, quantity: str = "eval_loss", frac: float =
     out = h[keep].groupby(_RUN, sort=True)["value"].agg(["mean", "size"])
     out.columns = ["final_loss", "n_values"]
     # a run is diverged if its training loss or the averaged quantity ever went non-finite
-    watch = history[history["quantity"].isin({used, "loss"})]
-    bad = (~np.isfinite(watch["value"].to_numpy(dtype=float)))
+    # (a skipped step's NaN training loss excepted: the runs table flags the diverged runs)
+    skips = runs is not None and "skipped" in runs.columns
+    watch = history[history["quantity"].isin({used} if skips else {used, "loss"})]
+    values = watch["value"].to_numpy(dtype=float)
+    bad = np.isinf(values) if skips and used == "loss" else ~np.isfinite(values)
     diverged = pd.Series(bad, index=watch.index).groupby([watch[c] for c in _RUN]).any()
     out["diverged"] = diverged.reindex(out.index, fill_value=False).astype(bool)
     if runs is not None:

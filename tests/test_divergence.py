@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -292,3 +293,24 @@ def test_the_grid_s_choice_at_half_its_horizon_is_a_grid_of_half_the_horizon(swe
     assert pairs == len(GRID) and 0 <= same <= pairs
     with pytest.raises(ValueError, match="at"):
         summaries.best_lr(sweep, at="middle")
+
+
+def test_a_skipped_step_is_not_a_divergence_in_the_final_loss():
+    """A run of ``skip_nonfinite`` has NaN training loss at its skipped steps; the runs table
+    (its ``skipped`` column) says it did not diverge, and the mean leaves the step out."""
+    steps = np.arange(10)
+    rows = []
+    for seed, loss in ((0, np.linspace(1.0, 0.1, 10)), (1, np.linspace(1.0, 0.1, 10))):
+        for t, v in zip(steps, loss):
+            rows.append({"setting": "s", "optimizer": "adam", "lr": 0.1, "seed": seed, "step": t,
+                         "quantity": "loss", "value": v})
+    h = pd.DataFrame(rows)
+    h.loc[(h.seed == 0) & (h.step == 9), "value"] = np.nan                 # seed 0 skipped its last step
+    h.loc[(h.seed == 1) & (h.step >= 8), "value"] = np.nan                 # seed 1 diverged at step 8
+    runs = pd.DataFrame({"setting": "s", "optimizer": "adam", "lr": 0.1, "seed": [0, 1],
+                         "diverged": [False, True], "skipped": [1, 0]})
+    out = summaries.final_loss(h, quantity="loss", frac=0.2, runs=runs).set_index("seed")
+    assert not out.diverged[0] and out.final_loss[0] == pytest.approx(0.2)
+    assert out.diverged[1] and math.isnan(out.final_loss[1])
+    old = summaries.final_loss(h, quantity="loss", frac=0.2, runs=runs.drop(columns="skipped")).set_index("seed")
+    assert old.diverged.all()                                 # without the column: any NaN is a divergence
