@@ -346,7 +346,7 @@ def test_claim3_depth_slope_is_per_seed():
     ratios = {"depth2": 1.5, "depth4": 1.4, "depth6": 1.3, "depth8": 1.2}
     cond = make_conditioning(ratios, steps=(750,), spread=0.02)
     v = C.claim3(cond, steps=(750,))
-    row = v.details["parts"].set_index("part").loc["grows with depth L=[2, 4, 6, 8], step 750"]
+    row = v.details["parts"].set_index("part").loc["grows with depth (L = 2, 4, 6, 8), step 750"]
     assert row.verdict == "does not hold" and row.statistic < 0
 
 
@@ -521,7 +521,7 @@ def test_claim3_compares_covariates_and_depths_at_the_steps_their_runs_reach():
     assert sorted(v.details["parts"].part) == sorted(
         [f"{s}, step {t}" for s in ("setting1", "gamma") for t in (750, 1250)]
         + ["gamma > sphere (gamma vs sphere), step 750", "gamma > gaussian (gamma vs setting1), step 750",
-           "grows with depth L=[2, 4, 6, 8], step 750"])
+           "grows with depth (L = 2, 4, 6, 8), step 750"])
     cut = cond[~((cond.setting == "sphere") & (cond.step == 750))]
     v = C.claim3(cut, settings=["setting1", "gamma"], compare_steps=(750,))
     assert v.verdict == "inconclusive" and v.part.startswith("gamma > sphere") and "untested" in v.evidence
