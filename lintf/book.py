@@ -271,7 +271,8 @@ def grid_settled(best: pd.DataFrame, half: pd.DataFrame) -> tuple[int, int]:
     :func:`lintf.summaries.best_lr`; two "all diverged" count as the same)."""
     end = {(r.setting, r.optimizer): r.best_lr for r in best.itertuples()}
     mid = {(r.setting, r.optimizer): r.best_lr for r in half.itertuples()}
-    same = sum(1 for k, v in end.items() if v == mid.get(k) or (v != v and mid.get(k, 0) != mid.get(k, 0)))
+    chosen = lambda v: v if v is None or not math.isnan(v) else "all diverged"   # noqa: E731
+    same = sum(1 for k, v in end.items() if chosen(v) == chosen(mid.get(k)))
     return same, len(end)
 
 
