@@ -247,17 +247,21 @@ def rmed_medians(cond: pd.DataFrame) -> pd.DataFrame:
     return rmed.assign(optimizer=rmed["optimizer"].map(LABELS))
 
 
+def _chosen(rate: float):
+    """A grid's chosen rate, or "all diverged" where it chose none (NaN)."""
+    return rate if math.isfinite(rate) else "all diverged"
+
+
 def rate_table(best: pd.DataFrame, half: pd.DataFrame | None = None) -> pd.DataFrame:
     """The grid search beside the published rates: per setting and optimizer of
     :func:`lintf.summaries.best_lr`'s ``best``, the grid's best rate and its final loss, the
     authors' README rate, Table 2's, and the grid rates at which some seed diverged; with
     ``half`` (``best_lr(sweep, at="half")``), the grid's choice at half its horizon too."""
     from .plots import LABELS
-    chosen = lambda v: v if math.isfinite(v) else "all diverged"   # noqa: E731
     at_half = {} if half is None else {(r.setting, r.optimizer): r.best_lr for r in half.itertuples()}
     rows = [{"setting": get_setting(r.setting).title, "optimizer": LABELS[r.optimizer],
-             "grid-best": chosen(r.best_lr),
-             **({} if half is None else {"grid-best at half the horizon": chosen(at_half[r.setting, r.optimizer])}),
+             "grid-best": _chosen(r.best_lr),
+             **({} if half is None else {"grid-best at half the horizon": _chosen(at_half[r.setting, r.optimizer])}),
              "final loss at grid-best": r.final_loss, "default (README)": get_setting(r.setting).lrs[r.optimizer],
              "paper Table 2": get_setting(r.setting).paper_lrs[r.optimizer],
              "rates with a diverged seed": ", ".join(f"{v:g}" for v in r.diverged_lrs) or "none"}
@@ -271,8 +275,7 @@ def grid_settled(best: pd.DataFrame, half: pd.DataFrame) -> tuple[int, int]:
     :func:`lintf.summaries.best_lr`; two "all diverged" count as the same)."""
     end = {(r.setting, r.optimizer): r.best_lr for r in best.itertuples()}
     mid = {(r.setting, r.optimizer): r.best_lr for r in half.itertuples()}
-    chosen = lambda v: v if v is None or not math.isnan(v) else "all diverged"   # noqa: E731
-    same = sum(1 for k, v in end.items() if chosen(v) == chosen(mid.get(k)))
+    same = sum(1 for k, v in end.items() if k in mid and _chosen(v) == _chosen(mid[k]))
     return same, len(end)
 
 

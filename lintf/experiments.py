@@ -656,14 +656,21 @@ def table_training(setting, scale=None, *, lrs="default", device="auto", store=N
                 setting, scale, store, cached_only)
 
 
+def _runs_at(runs: pd.DataFrame, horizon: int) -> pd.DataFrame:
+    """A copy of a runs table as a program of ``horizon`` iterations records it: a divergence at
+    or after ``horizon`` has not happened yet."""
+    runs = runs.copy()
+    late = runs["diverged_step"] >= horizon
+    runs.loc[late, "diverged"], runs.loc[late, "diverged_step"] = False, -1
+    return runs
+
+
 def _cut_and_join(long, shared, extra, horizon: int, seeds) -> tuple[dict, dict]:
     """The runs of seeds ``shared`` of ``long`` cut at iteration ``horizon`` (what a program of
     ``horizon`` iterations records: losses before it, evaluations and checkpoints up to it,
     divergence before it; no smoothness), joined with ``extra``'s runs (:func:`_join`)."""
     r, h = long.frames["runs"], long.frames["history"]
-    r = r[r["seed"].isin(shared)].copy()
-    late = r["diverged_step"] >= horizon
-    r.loc[late, "diverged"], r.loc[late, "diverged_step"] = False, -1
+    r = _runs_at(r[r["seed"].isin(shared)], horizon)
     h = h[h["seed"].isin(shared) & ~h["quantity"].isin(["smoothness", "grad_norm_probe"])]
     h = h[(h["step"] < horizon) | (h["quantity"].isin(["eval_loss", "seed_eval_loss"]) & (h["step"] == horizon))]
     parts = [(r, h, {k: v for k, v in long.tensors.items() if int(k.split("/")[0]) <= horizon})]
@@ -853,11 +860,8 @@ def lr_sweep(setting, scale=None, *, points: int | None = None, steps: int | Non
         sweep = res.runs[["optimizer", "lr", "seed", "diverged_step"]].merge(
             final[["optimizer", "lr", "seed", "final_loss", "diverged"]], on=["optimizer", "lr", "seed"])
         half = max(1, steps // 2)
-        early = res.runs.assign(setting=setting.name)
-        late = early["diverged_step"] >= half                           # alive at half the horizon
-        early.loc[late, "diverged"], early.loc[late, "diverged_step"] = False, -1
         first = final_loss(res.history[res.history["step"] < half].assign(setting=setting.name), quantity="loss",
-                           frac=0.1, runs=early)
+                           frac=0.1, runs=_runs_at(res.runs, half).assign(setting=setting.name))
         sweep = sweep.merge(first[["optimizer", "lr", "seed", "final_loss", "diverged"]]
                             .rename(columns={"final_loss": "final_loss_half", "diverged": "diverged_half"}),
                             on=["optimizer", "lr", "seed"])
