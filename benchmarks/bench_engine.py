@@ -130,7 +130,8 @@ def matmul_gflops(size=2048):
 def hessian_seconds(model, how="measure"):
     """Exact float64 Hessian of one run of ``model`` at one checkpoint on the B=1000 evaluation
     batch, on torch's default threads: by :func:`lintf.measure.hessian` (``how="measure"``,
-    the book's path: forward mode over the hand-written gradient, layer by layer) or by the
+    the book's path: lintf.fast's second-order adjoint for the plain model, forward mode over the
+    hand-written gradient for the variants) or by the
     autograd reference it is tested against (``how="autograd"``: double backward through
     :func:`lintf.model.loss`, 16 basis vectors at a time). Returns seconds (wall, CPU)."""
     params = {k: v[0].double() for k, v in engine.initial_params(model, [0]).items()}
@@ -142,6 +143,30 @@ def hessian_seconds(model, how="measure"):
         with torch.enable_grad():
             measure._hessian_one_run(model, model.flatten(params), Z, y, 16)
     return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def hessians(quick):
+    """The models whose Hessian is timed, by name, and ``{(name, how): [(wall, CPU), ...]}``
+    from :func:`hessian_seconds` (3 repetitions of the book's path, 1 of the reference)."""
+    nonlinear = settings.get_setting("nonlinear").model
+    models = {f"book's base model ({MODEL.parametrization}, {MODEL.num_params} parameters)": MODEL,
+              f"full parametrization ({FULL.num_params} parameters)": FULL,
+              f"nonlinear setting (MLP front end, {nonlinear.num_params} parameters)": nonlinear}
+    return models, {(name, how): [hessian_seconds(m, how) for _ in range(1 if quick or how == "autograd" else 3)]
+                    for name, m in models.items() for how in ("measure", "autograd")}
+
+
+def print_hessians(models, times):
+    print(f"\nexact float64 Hessian, one run at one checkpoint, B={B}, {torch.get_num_threads()} threads "
+          f"(wall s, CPU s in brackets):")
+    for name in models:
+        fast_s, ref_s = ([statistics.median(h[i] for h in times[name, how]) for i in (0, 1)]
+                         for how in ("measure", "autograd"))
+        print(f"  {name:44s} lintf.measure.hessian {fast_s[0]:6.2f} ({fast_s[1]:.2f})   autograd reference "
+              f"{ref_s[0]:6.2f} ({ref_s[1]:.2f})   {ref_s[0] / fast_s[0]:5.1f}x")
+    last = list(models)[-1]
+    print(f"nonlinear_hessian_speedup_vs_autograd: "
+          f"{statistics.median(h[0] for h in times[last, 'autograd']) / statistics.median(h[0] for h in times[last, 'measure']):.2f}")
 
 
 def hessian_20k_seconds(repeats=3, B_big=20000):
@@ -257,7 +282,13 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--profile", action="store_true", help="also profile the engine at 12 runs")
     parser.add_argument("--variants", action="store_true", help="only the model variants against autograd")
+    parser.add_argument("--hessian", action="store_true", help="only the exact Hessians against autograd")
     args = parser.parse_args(argv)
+    if args.hessian:
+        print(f"torch {torch.__version__}, {os.cpu_count()} CPUs; load average at start {os.getloadavg()}")
+        print_hessians(*hessians(args.quick))
+        print(f"load average at end {os.getloadavg()}")
+        return
     if args.variants:
         print(f"torch {torch.__version__}, {os.cpu_count()} CPUs; load average at start {os.getloadavg()}")
         print_variants(variant_speedups(args.repeats or 3, 5 if args.quick else 10, 3 if args.quick else 5))
@@ -299,10 +330,7 @@ def main(argv=None):
             samples[name] = [sequential(AuthorsTransformer, seq_steps) for _ in range(repeats)]
             iters[name] = seq_steps
             torch.set_num_threads(default)
-    hess_models = {f"book's base model ({MODEL.parametrization}, {MODEL.num_params} parameters)": MODEL,
-                   f"full parametrization ({FULL.num_params} parameters)": FULL}
-    hess = {(name, how): [hessian_seconds(m, how) for _ in range(1 if quick or how == "autograd" else 3)]
-            for name, m in hess_models.items() for how in ("measure", "autograd")}
+    hess_models, hess = hessians(quick)
 
     def per_iter(name, k):
         return statistics.median(s[k] for s in samples[name]) / iters[name] * 1e3
@@ -321,12 +349,7 @@ def main(argv=None):
     print(f"load average at end {os.getloadavg()}")
     if args.profile:
         profile_engine(12, steps_for.get(12, 30))
-    print(f"\nexact float64 Hessian, one run at one checkpoint, B={B}, {torch.get_num_threads()} threads "
-          f"(wall s, CPU s in brackets):")
-    for name in hess_models:
-        fast_s, ref_s = ([statistics.median(h[i] for h in hess[name, how]) for i in (0, 1)] for how in ("measure", "autograd"))
-        print(f"  {name:44s} lintf.measure.hessian {fast_s[0]:6.2f} ({fast_s[1]:.2f})   autograd reference "
-              f"{ref_s[0]:6.2f} ({ref_s[1]:.2f})   {ref_s[0] / fast_s[0]:5.1f}x")
+    print_hessians(hess_models, hess)
     first = next(iter(hess_models))
     print(f"hessian_seconds: {statistics.median(h[0] for h in hess[first, 'measure']):.2f}  ({first})")
     big = hessian_20k_seconds(3)

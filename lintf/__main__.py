@@ -18,6 +18,9 @@ import argparse
 import os
 import sys
 
+SLOWEST = 12
+"""How many of the computed experiments ``compute`` lists with their seconds, slowest first."""
+
 EPILOG = "The store is $LINTF_RESULTS (default ~/.cache/lintf/results)."
 
 
@@ -240,6 +243,12 @@ def cmd_compute(args) -> int:
             cluster.close()
     for name, err in out["failed"]:
         print(f"failed: {name}: {err}", file=sys.stderr)
+    slowest = sorted(out["times"].items(), key=lambda kv: -kv[1])
+    if slowest:
+        print(f"seconds per experiment (the {min(len(slowest), SLOWEST)} slowest of {len(slowest)} computed; "
+              f"{sum(out['times'].values()):.0f} s in all):")
+        for name, seconds in slowest[:SLOWEST]:
+            print(f"  {seconds:8.1f}  {name}")
     print(f"computed {out['computed']}, reused {out['reused']}, failed {len(out['failed'])}, "
           f"wall time {out['seconds']:.1f} s")
     return 1 if out["failed"] else 0

@@ -61,7 +61,7 @@ from typing import NamedTuple
 import torch
 
 from . import fast
-from .checks import broadcast_shapes
+from .checks import broadcast_shapes, check_int
 from .model import Model
 
 
@@ -335,7 +335,11 @@ def _softmax_loss_and_grad(P, Q, tokens, y, n, need_grad: bool, inputs: bool):
 
 # -- the front end ---------------------------------------------------------------------------------
 def _relu_mask(G, R):
-    """``G * 1[R > 0]`` (ReLU's derivative from its output ``R``), one pass."""
+    """``G * 1[R > 0]`` (ReLU's derivative from its output ``R``), one pass. Under forward
+    mode (:func:`hessian`, where :data:`lintf.fast._IN_PLACE` is off) a ``where`` on the mask:
+    forward mode differentiates ``threshold_backward`` through ``R`` too, several times slower."""
+    if not fast._IN_PLACE.get():
+        return torch.where(R > 0, G, 0.0)
     return torch.ops.aten.threshold_backward(G, R, 0)
 
 
@@ -612,3 +616,72 @@ def curvature(model: Model, params: dict, direction: dict, batch: Batch, *, forw
         fast._IN_PLACE.reset(in_place)
     shapes = model.param_shapes()
     return sum((direction[k] * hv[k]).flatten(-len(s)).sum(-1) for k, s in shapes.items())
+
+
+def _front_and_core(model: Model):
+    """Flat positions (:meth:`Model.flatten` order) of the front end's entries and of the
+    attention's ``P, Q``, and the plain linear model (:mod:`lintf.fast`) of the attention alone,
+    where ``model`` is a front end before joint-``Q`` linear attention; else None."""
+    if not (model.frontend == "mlp" and model.attention == "linear" and model.qk == "joint"):
+        return None
+    position = model.unflatten(torch.arange(model.num_params))
+    core = Model(L=model.L, d=model.d, parametrization=model.parametrization, init_std=model.init_std)
+    front = torch.cat([position[k].reshape(-1) for k in model.param_shapes() if k not in ("P", "Q")])
+    inner = torch.cat([position[k].reshape(-1) for k in core.param_shapes()])
+    return front, inner, core
+
+
+def hessian(model: Model, theta: torch.Tensor, Z, y, *, chunk: int = 32) -> torch.Tensor:
+    """Exact Hessian ``(p, p)`` of one run's loss at the flat vector ``theta`` ``(p,)``
+    (:meth:`Model.flatten` order) on prompts ``Z`` ``(B, d+1, n+1)`` and targets ``y`` ``(B,)``.
+
+    Rows by forward-mode differentiation (``torch.func.jvp``) of the hand-written gradient
+    (:func:`loss_and_grad`) along basis vectors, ``chunk`` at a time riding the run axis. A front
+    end before joint-``Q`` linear attention (the nonlinear setting) needs rows for its own
+    entries only: the attention's block is :func:`lintf.fast.hessian` on the embedded prompts'
+    summaries (the loss depends on ``P, Q`` only through them), the block between the two
+    follows by symmetry. ``tests/test_fast_variants.py`` checks every variant against double
+    backward through autograd (:func:`lintf.measure.hessian` with ``backend="autograd"``) in
+    float64.
+
+    Measured (``benchmarks/bench_engine.py --hessian``): see :mod:`lintf.fast_variants`.
+    """
+    from torch.func import jvp
+    if not isinstance(model, Model):
+        raise TypeError(f"model must be a lintf.model.Model, got {type(model).__name__}")
+    chunk = check_int("chunk", chunk)
+    p = model.num_params
+    if not isinstance(theta, torch.Tensor) or theta.shape != (p,):
+        raise ValueError(f"theta must be one run's flat vector of shape ({p},), got "
+                         f"{tuple(theta.shape) if isinstance(theta, torch.Tensor) else type(theta).__name__}")
+    batch = prepare(model, Z, y)
+    split = _front_and_core(model)
+    rows = torch.arange(p) if split is None else split[0]
+    H = theta.new_zeros(p, p)
+
+    def grad(params):
+        return _loss_and_grad(model, params, batch, need_grad=True)[1]
+
+    in_place = fast._IN_PLACE.set(False)
+    try:
+        with _FORWARD_AD, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=DeprecationWarning)
+            for start in range(0, len(rows), chunk):
+                at = rows[start:start + chunk]
+                basis = theta.new_zeros(len(at), p)
+                basis[torch.arange(len(at)), at] = 1.0
+                point = {k: v.contiguous() for k, v in model.unflatten(theta.expand(len(at), p).clone()).items()}
+                tangent = {k: v.contiguous() for k, v in model.unflatten(basis).items()}
+                _, hv = jvp(grad, (point,), (tangent,))
+                H[at] = model.flatten(hv)
+    finally:
+        fast._IN_PLACE.reset(in_place)
+    if split is not None:
+        front, inner, core = split
+        params = model.unflatten(theta)
+        tokens = _embed(params, batch.tokens, model.d)[0]
+        A0, z0 = _summarize_tokens(tokens, batch.n)
+        H[inner.unsqueeze(-1), inner] = fast.hessian(core, {k: params[k] for k in core.param_shapes()}, A0, z0,
+                                                     batch.y, batch.n)
+        H[inner.unsqueeze(-1), front] = H[front.unsqueeze(-1), inner].transpose(0, 1)
+    return H

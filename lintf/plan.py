@@ -517,7 +517,9 @@ def compute(scale=None, *, only=None, experiments=None, device="auto", store=Non
     ``experiments``: a list of :class:`Experiment` in plan order instead of ``plan(scale, only)``.
 
     One progress bar over the plan's ``iterations`` (with an estimate of the time left).
-    Returns ``{"computed": n, "reused": n, "failed": [(name, one-line error)], "seconds": wall}``.
+    Returns ``{"computed": n, "reused": n, "failed": [(name, one-line error)], "seconds": wall,
+    "times": {name: seconds}}``: ``times``, the seconds each computed experiment's task ran
+    (on a Dask cluster, from the scheduler's task stream: the worker's compute time).
     """
     from .progress import bar
     from .store import ResultStore
@@ -531,7 +533,7 @@ def compute(scale=None, *, only=None, experiments=None, device="auto", store=Non
     pbar = bar(total=sum(e.iterations for e in exps), desc=f"lintf compute, scale {sc.name}", progress=progress,
                unit="it")
     pbar.update(sum(e.iterations for e in exps if e not in todo))
-    computed, failed = 0, []
+    computed, failed, times = 0, [], {}
     if client is None:
         broken = set()
         for exp in todo:
@@ -540,15 +542,19 @@ def compute(scale=None, *, only=None, experiments=None, device="auto", store=Non
                 failed.append((exp.name, f"needs {sorted(set(exp.after) & broken)[0]}, which failed"))
                 continue
             try:
+                start = time.perf_counter()
                 run_task(exp, sc.name, device, root)
+                times[exp.name] = time.perf_counter() - start
                 computed += 1
             except Exception as err:                                    # reported, the others go on
                 broken.add(exp.name)
                 failed.append((exp.name, " ".join(f"{type(err).__name__}: {err}".split())))
             pbar.update(exp.iterations)
     else:
-        from dask.distributed import as_completed
+        from dask.distributed import as_completed, get_task_stream
         futures, names = {}, {}
+        stream = get_task_stream(client)
+        stream.__enter__()
         first = priorities(todo)
         for exp in todo:
             deps = [futures[a] for a in exp.after if a in futures]
@@ -563,5 +569,12 @@ def compute(scale=None, *, only=None, experiments=None, device="auto", store=Non
                 err = fut.exception()
                 failed.append((exp.name, " ".join(f"{type(err).__name__}: {err}".split())))
             pbar.update(exp.iterations)
+        stream.__exit__(None, None, None)
+        for task in stream.data:
+            exp = names.get(task.get("key"))
+            spans = [s["stop"] - s["start"] for s in task.get("startstops", ()) if s.get("action") == "compute"]
+            if exp is not None and spans:
+                times[exp.name] = times.get(exp.name, 0.0) + sum(spans)
     pbar.close()
-    return {"computed": computed, "reused": reused, "failed": failed, "seconds": time.perf_counter() - t0}
+    return {"computed": computed, "reused": reused, "failed": failed, "seconds": time.perf_counter() - t0,
+            "times": times}

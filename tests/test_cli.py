@@ -118,7 +118,9 @@ def computed(tmp_path_factory):
     store = tmp_path_factory.mktemp("computed") / "store"
     proc = lintf("compute", "--scale", "ci", "--only", "smoothness", store=store)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().startswith("computed 3, reused 0, failed 0, wall time")
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1].startswith("computed 3, reused 0, failed 0, wall time")
+    assert lines[0].startswith("seconds per experiment (the 3 slowest of 3 computed;") and len(lines) == 5
     return store
 
 

@@ -308,3 +308,39 @@ def test_one_pool_thread_gives_the_same_numbers(monkeypatch):
     one = train(s.model, PROMPTS.__class__(n=20, d=5), **runs)
     assert one.history.equals(many.history)
     assert torch.equal(measure.hessian(s.model, params, Z, y), H)
+
+
+def test_flush_denormal_sets_and_restores_the_mode():
+    from lintf.engine import _flushing, flush_denormal
+    before = _flushing()
+    with flush_denormal():
+        assert _flushing() or not torch.set_flush_denormal(True)       # a CPU that cannot: nothing changes
+        with flush_denormal(False):
+            assert not _flushing()
+        assert _flushing() or not torch.set_flush_denormal(True)
+    assert _flushing() == before
+    torch.set_flush_denormal(before)
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_training_flushes_subnormals_on_every_chunk_thread(monkeypatch, flush):
+    """Each chunk of runs computes with the engine's mode, whichever thread of the pool takes it."""
+    from lintf import fast_variants
+    from lintf.engine import _flushing
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush subnormal numbers")
+    torch.set_flush_denormal(False)
+    seen, inner = [], fast_variants.loss_and_grad
+
+    def spy(*args, **kwargs):
+        seen.append(_flushing())
+        return inner(*args, **kwargs)
+    monkeypatch.setattr(fast_variants, "loss_and_grad", spy)
+    monkeypatch.setattr(lintf.engine, "CHUNK_RUNS", 1)
+    monkeypatch.setattr(lintf.engine, "POOL_THREADS", 2)
+    monkeypatch.setattr(lintf.engine, "FLUSH_DENORMAL", flush)
+    model = lintf.Model(L=2, d=3, attention="softmax")
+    train(model, lintf.Prompts(n=5, d=3), [("sgdm", 0.01), ("adam", 0.01)], [0, 1], steps=3, batch_size=16,
+          device="cpu", progress=False, checkpoint_every=None)
+    assert len(seen) >= 6 and set(seen) == {flush}
+    assert not _flushing()                                             # the caller's mode again

@@ -160,6 +160,9 @@ def _frames(exps, sc, store):
     return out
 
 
+DASK_ENVIRON = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_")
+
+
 def test_in_process_and_dask_frames_are_identical(tmp_path, monkeypatch):
     from dask.distributed import Client, LocalCluster
     monkeypatch.delenv("LINTF_READ_ONLY", raising=False)
@@ -170,10 +173,15 @@ def test_in_process_and_dask_frames_are_identical(tmp_path, monkeypatch):
     local, remote = ResultStore(tmp_path / "local"), ResultStore(tmp_path / "dask")
     first = P.compute(sc, experiments=exps, store=local, progress=False)
     assert first["failed"] == [] and first["computed"] == len(wanted)
+    for name in DASK_ENVIRON:                       # Dask's LocalCluster sets these in this process's
+        monkeypatch.setenv(name, "")                # environment for its workers and leaves them: restored
+        monkeypatch.delenv(name)                    # after the test (children of later tests inherit them)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         second = P.compute(sc, experiments=exps, store=remote, client=client, progress=False)
     assert second["failed"] == [] and second["computed"] == first["computed"]
+    for out in (first, second):                     # each computed task's seconds: a clock, the task stream
+        assert sorted(out["times"]) == sorted(wanted) and all(t > 0 for t in out["times"].values())
     a, b = _frames(exps, sc, local), _frames(exps, sc, remote)
     assert a.keys() == b.keys() and len(a) >= 6
     for k in a:
@@ -183,7 +191,7 @@ def test_in_process_and_dask_frames_are_identical(tmp_path, monkeypatch):
         return {q.relative_to(root): q.read_bytes() for q in root.glob("*/*.parquet") if q.name != "meta.parquet"}
     assert files(local.root) == files(remote.root)
     again = P.compute(sc, experiments=exps, store=local, progress=False)
-    assert again["computed"] == 0 and again["reused"] == first["computed"]
+    assert again["computed"] == 0 and again["reused"] == first["computed"] and again["times"] == {}
 
 
 def test_caption_ends_with_the_provenance():
