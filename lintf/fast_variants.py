@@ -35,6 +35,11 @@ Jacobian's product).
 autograd through :func:`lintf.model.Model.loss` in float64, and the engine's hand-written
 path against its autograd path.
 
+The exact Hessian (:func:`hessian`, what :func:`lintf.measure.hessian` computes for every
+variant) is forward-mode differentiation of the hand-written gradient along basis vectors; a
+front end before linear attention needs it for its own rows only, the attention's block being
+:func:`lintf.fast.hessian` on the embedded prompts' summaries.
+
 The directional smoothness ``v^T H v`` (:func:`curvature`) of linear attention, any ``Q`` and
 front end, is the Taylor arithmetic of :func:`lintf.fast.curvature`, which the front end enters
 through the derivatives of the prompts' summaries along ``v``; of softmax attention (which no
@@ -644,7 +649,9 @@ def hessian(model: Model, theta: torch.Tensor, Z, y, *, chunk: int = 32) -> torc
     backward through autograd (:func:`lintf.measure.hessian` with ``backend="autograd"``) in
     float64.
 
-    Measured (``benchmarks/bench_engine.py --hessian``): see :mod:`lintf.fast_variants`.
+    Measured (``benchmarks/bench_engine.py --hessian``, nonlinear setting, 320 parameters,
+    B=1000, float64, 2 threads, the project's 2-core machine at load average 1.2-1.4): 3.50 s
+    against 8.93 s for double backward (2.6x); ``chunk`` 16 and 32 alike, 64 slower.
     """
     from torch.func import jvp
     if not isinstance(model, Model):

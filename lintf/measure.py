@@ -176,8 +176,7 @@ def hessian(model, params, Z, y, *, dtype=torch.float64, chunk: int = 16, prompt
     ``prompt_chunk`` prompts at a time, default :data:`lintf.fast.PROMPT_CHUNK`: memory
     bounded, time linear in ``B``), the variants through :func:`lintf.fast_variants.hessian`
     (forward mode over their hand-written gradient; the nonlinear setting's Hessian, 320
-    parameters on 1000 prompts, 3.3x faster than double backward: 47 s against 157 s on one
-    thread beside a 2-process computation, so only the ratio counts);
+    parameters on 1000 prompts: 3.5 s against 8.9 s by double backward on 2 threads);
     ``_hessian_one_run`` (double backward through autograd) is the reference the tests compare
     both with. ``backend`` (:data:`lintf.fast.BACKENDS`; None: ``$LINTF_BACKEND``, else
     ``"auto"``): ``"autograd"`` sends every model through double backward.
