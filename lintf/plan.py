@@ -553,23 +553,21 @@ def compute(scale=None, *, only=None, experiments=None, device="auto", store=Non
     else:
         from dask.distributed import as_completed, get_task_stream
         futures, names = {}, {}
-        stream = get_task_stream(client)
-        stream.__enter__()
-        first = priorities(todo)
-        for exp in todo:
-            deps = [futures[a] for a in exp.after if a in futures]
-            fut = client.submit(run_task, exp, sc.name, device, root, *deps, key=f"lintf-{exp.name}",
-                                retries=retries, pure=False, priority=first[exp.name])
-            futures[exp.name], names[fut.key] = fut, exp
-        for fut in as_completed(list(futures.values())):
-            exp = names[fut.key]
-            if fut.status == "finished":
-                computed += 1
-            else:
-                err = fut.exception()
-                failed.append((exp.name, " ".join(f"{type(err).__name__}: {err}".split())))
-            pbar.update(exp.iterations)
-        stream.__exit__(None, None, None)
+        with get_task_stream(client) as stream:          # each task's compute time, from the scheduler
+            first = priorities(todo)
+            for exp in todo:
+                deps = [futures[a] for a in exp.after if a in futures]
+                fut = client.submit(run_task, exp, sc.name, device, root, *deps, key=f"lintf-{exp.name}",
+                                    retries=retries, pure=False, priority=first[exp.name])
+                futures[exp.name], names[fut.key] = fut, exp
+            for fut in as_completed(list(futures.values())):
+                exp = names[fut.key]
+                if fut.status == "finished":
+                    computed += 1
+                else:
+                    err = fut.exception()
+                    failed.append((exp.name, " ".join(f"{type(err).__name__}: {err}".split())))
+                pbar.update(exp.iterations)
         for task in stream.data:
             exp = names.get(task.get("key"))
             spans = [s["stop"] - s["start"] for s in task.get("startstops", ()) if s.get("action") == "compute"]
