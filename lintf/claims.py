@@ -587,7 +587,8 @@ def claim3(conditioning: pd.DataFrame, settings=None, steps=(750, 1250), method:
             untested.append((part_id("depth", step), f"growth with depth at step {step} (no seed at every depth)"))
             continue
         slopes = _slope(np.array(Ls, dtype=float), full.to_numpy())
-        parts.append(_part(f"grows with depth (L = {', '.join(map(str, Ls))}), step {step}", slopes, level, pid=part_id("depth", step),
+        listed = ", ".join(map(str, Ls))
+        parts.append(_part(f"grows with depth (L = {listed}), step {step}", slopes, level, pid=part_id("depth", step),
                            what="slope of log ratio per layer",
                            says=(f"the R_med gap grows with depth at {step}",
                                  f"the R_med gap shrinks with depth at {step}")))
