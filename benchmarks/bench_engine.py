@@ -42,7 +42,7 @@ import time
 import torch
 
 from lintf import engine, measure, settings
-from lintf.data import Prompts
+from lintf.compute.data import Prompts
 
 MODEL, PROMPTS, B = settings.get_setting("setting1").model, Prompts(n=20, d=5), 1000
 FULL = dataclasses.replace(MODEL, parametrization="full")

@@ -1,34 +1,57 @@
 """lintf: linear transformers on in-context linear regression (Ahn et al., ICLR 2024).
 
-One concept per module, data flowing one way (settings -> runs -> results -> figures):
+Two sides, which the folders show, and the command line above both:
 
-- :mod:`lintf.data`: prompt distributions (:func:`sample_prompts`, :class:`~lintf.data.Prompts`).
-- :mod:`lintf.model`: eqs. (7)-(8) (:func:`predict`, :func:`loss`) and the variants (:class:`Model`).
-- :mod:`lintf.optim`, :mod:`lintf.engine`: SGDM, Adam and the ablation's optimizers over a run axis;
-  many runs as one program (:mod:`lintf.fast`: the plain model's derivatives by hand, ``LINTF_BACKEND``).
-- :mod:`lintf.measure`: gradient noise, exact Hessians and ``R_med``, directional smoothness.
-- :mod:`lintf.settings`: the paper's named settings and the scales ``paper``, ``cpu``, ``ci``.
-- :mod:`lintf.store`, :mod:`lintf.experiments`: cached, tidy results of every experiment.
-- :mod:`lintf.plan`, :mod:`lintf.pack`: the declared plan of the book's experiments, computed with
-  ``python -m lintf compute`` (in-process or on a Dask cluster) and carried as a checked tar.
-- :mod:`lintf.stats`: the one decision rule (an exact sign-flip test over seeds) and the
-  statistics the claims reduce their data to.
-- :mod:`lintf.summaries`: final losses, grid choices, noise tails, the condition-number table.
-- :mod:`lintf.registry`: one :class:`~lintf.registry.Claim` per claim of the paper (statement,
-  chapter, parts with stable ids, inputs, rule); :mod:`lintf.claims` the rules and the ablation's
-  hypotheses; :mod:`lintf.book` the chapters' verdicts through the registry (the scorecard reads
-  the same).
-- :mod:`lintf.plots`, :mod:`lintf.chapter`: figures; a chapter's parameters, figures with their
-  captions, verdicts, and the numbers glued into its prose.
+- :mod:`lintf.compute`, whatever changes a stored number: :mod:`~lintf.compute.data` (prompt
+  distributions), :mod:`~lintf.compute.model` (eqs. (7)-(8) and the variants),
+  :mod:`~lintf.compute.optim` and :mod:`~lintf.compute.engine` (many runs as one program;
+  :mod:`~lintf.compute.fast`, :mod:`~lintf.compute.fast_variants`: derivatives by hand),
+  :mod:`~lintf.compute.measure` (gradient noise, exact Hessians and ``R_med``, directional
+  smoothness), :mod:`~lintf.compute.settings` (the paper's settings, the scales ``paper``,
+  ``cpu``, ``ci``), :mod:`~lintf.compute.experiments` (the book's experiments, cached),
+  :mod:`~lintf.compute.reductions` (the final loss and grid choice that experiments store) and
+  :mod:`~lintf.compute.store` (results keyed on their configuration and the compute side's
+  source only).
+- :mod:`lintf.book`, whatever presents or decides from stored numbers: :mod:`~lintf.book.stats`
+  (the one decision rule), :mod:`~lintf.book.summaries`, :mod:`~lintf.book.claims` and
+  :mod:`~lintf.book.registry` (the claims, declared once), :mod:`~lintf.book.frames` (the
+  chapters' experiments as frames), :mod:`~lintf.book.tables`, :mod:`~lintf.book.verdicts`
+  (verdicts and the scorecard), :mod:`~lintf.book.plots`, :mod:`~lintf.book.chapter`.
+- :mod:`lintf.plan`, :mod:`lintf.pack`, ``python -m lintf``: the declared plan of the book's
+  experiments, computed in-process or on a Dask cluster, and carried as a checked tar.
+
+The short names of earlier versions still resolve as attributes (``lintf.experiments`` is
+:mod:`lintf.compute.experiments`, ``lintf.plots`` is :mod:`lintf.book.plots`, ...); a book-side
+module is imported only when first asked for, so ``import lintf`` and every compute-side
+import leave the book side unloaded.
 """
-from .data import COVARIATES, Prompts, authors_prompts, sample_covariates, sample_prompts
-from . import stats
-from .engine import TrainResult, train
-from .model import ATTENTIONS, Model, from_authors_block, loss, predict
-from .optim import ALL_OPTIMIZERS, OPTIMIZERS, OptimConfig
-from .settings import SCALES, SETTINGS, get_scale, get_setting
+import importlib
+
+from .compute.data import COVARIATES, Prompts, authors_prompts, sample_covariates, sample_prompts
+from .compute.engine import TrainResult, train
+from .compute.model import ATTENTIONS, Model, from_authors_block, loss, predict
+from .compute.optim import ALL_OPTIMIZERS, OPTIMIZERS, OptimConfig
+from .compute.settings import SCALES, SETTINGS, get_scale, get_setting
 
 __version__ = "0.1.0"
+
+COMPUTE_MODULES = ("checks", "progress", "data", "model", "optim", "engine", "fast", "fast_variants", "measure",
+                   "settings", "experiments", "reductions", "store")
+"""The modules of :mod:`lintf.compute`: their source is what a stored result's key holds."""
+BOOK_MODULES = ("stats", "summaries", "claims", "registry", "frames", "tables", "verdicts", "plots", "chapter")
+"""The modules of :mod:`lintf.book`."""
+
+
+def __getattr__(name: str):
+    """``lintf.<module>`` for a module of either side (imported on first use), e.g.
+    ``lintf.experiments``, ``lintf.plots``, ``lintf.stats``."""
+    if name in ("compute", "book", "plan", "pack"):
+        return importlib.import_module(f"{__name__}.{name}")
+    for side, modules in (("compute", COMPUTE_MODULES), ("book", BOOK_MODULES)):
+        if name in modules:
+            return importlib.import_module(f"{__name__}.{side}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["COVARIATES", "ATTENTIONS", "ALL_OPTIMIZERS", "OPTIMIZERS", "SCALES", "SETTINGS", "Model", "OptimConfig", "Prompts",
            "TrainResult", "authors_prompts", "from_authors_block", "get_scale", "get_setting", "loss", "predict",

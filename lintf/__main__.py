@@ -34,7 +34,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _scale_name(text):
-    from .settings import SCALES
+    from .compute.settings import SCALES
     if text not in SCALES:
         raise UsageError(f"--scale must be one of {', '.join(SCALES)}; got {text!r}")
     return text
@@ -61,7 +61,7 @@ def _workers(text):
 
 
 def _device(text):
-    from .engine import resolve_device
+    from .compute.engine import resolve_device
     try:
         resolve_device(text)
     except ValueError as err:
@@ -78,7 +78,7 @@ def _part_size(text):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .settings import default_scale
+    from .compute.settings import default_scale
     try:
         here = default_scale()
     except ValueError:                       # a bad $LINTF_SCALE: reported by _args
@@ -125,7 +125,7 @@ def _parser() -> argparse.ArgumentParser:
                        description="Write every stored entry the plan of the scale reads (dependencies included) "
                                    "to one tar file PATH, or to parts PATH.000, PATH.001, ... of at most --part-size "
                                    "bytes, with a manifest (key, experiment, setting, scale, sha256 of every file, "
-                                   "lintf source hash, torch and CUDA versions, device, precision flags, host and time "
+                                   "lintf compute and source hashes, torch and CUDA versions, device, precision flags, host and time "
                                    "of computation).", epilog=EPILOG)
     common(q)
     q.add_argument("--part-size", default=None, help="largest part in bytes, with an optional K, M or G suffix")
@@ -133,7 +133,7 @@ def _parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("unpack", help="check a pack whole, then write its entries into the store",
                        description="Verify every checksum of the pack at PATH (or its parts PATH.000, ...) before "
-                                   "writing anything; a damaged pack, or one made by another lintf source, is refused "
+                                   "writing anything; a damaged pack, or one made by another lintf compute source, is refused "
                                    "whole. Then write each entry atomically into the store.", epilog=EPILOG)
     q.add_argument("path", metavar="PATH")
     return p
@@ -144,7 +144,7 @@ def _args(argv):
     if getattr(args, "scale", None) is not None:
         _scale_name(args.scale)
     elif args.command != "unpack":
-        from .settings import default_scale
+        from .compute.settings import default_scale
         try:
             args.scale = default_scale()
         except ValueError as err:
@@ -163,7 +163,7 @@ def _args(argv):
 
 
 def _store():
-    from .store import ResultStore
+    from .compute.store import ResultStore
     try:
         return ResultStore()
     except ValueError as err:
@@ -172,8 +172,8 @@ def _store():
 
 def cmd_plan(args) -> int:
     from . import plan as P
-    from .engine import resolve_device
-    from .settings import get_scale, default_scale
+    from .compute.engine import resolve_device
+    from .compute.settings import get_scale, default_scale
     sc = get_scale(args.scale or default_scale())
     store = _store()
     exps = P.plan(sc, only=args.only)
@@ -228,7 +228,7 @@ def _client(args):
 
 def cmd_compute(args) -> int:
     from . import plan as P
-    from .settings import default_scale, get_scale
+    from .compute.settings import default_scale, get_scale
     sc = get_scale(args.scale or default_scale())
     store = _store()
     client = cluster = None
@@ -256,7 +256,7 @@ def cmd_compute(args) -> int:
 
 def cmd_pack(args) -> int:
     from . import pack as K
-    from .settings import default_scale, get_scale
+    from .compute.settings import default_scale, get_scale
     sc = get_scale(args.scale or default_scale())
     out = K.pack(args.path, sc, only=args.only, part_size=args.part_size, device=args.device, store=_store())
     for name in out["missing"]:

@@ -5,7 +5,8 @@ the experiments and what they read first, such as the sweep behind ``lrs="grid"`
 file, or into numbered parts ``PATH.000``, ``PATH.001``... of at most ``part_size`` bytes. The
 tar's first member, ``lintf-pack.json``, records per entry: its key, the experiments that read
 it, setting, scale, the sha256 of every file, and where it was computed (host, time, torch and
-CUDA versions, device, precision flags), plus the lintf source hash. :func:`unpack` checks every
+CUDA versions, device, precision flags), plus the compute side's source hash (which every
+key holds) and the whole package's. :func:`unpack` checks every
 file against it before it writes anything, refuses a damaged or foreign pack whole (one
 :class:`PackError` naming the entry), then writes each entry atomically (a temporary folder
 renamed into place).
@@ -23,7 +24,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from . import store as S
+from .compute import store as S
 from .plan import _scale, entries, plan, stored
 
 FORMAT = "lintf-pack"
@@ -163,8 +164,9 @@ def pack(path, scale=None, *, only=None, part_size: int | None = None, device="a
         records.append({"folder": folder.name, "kind": kind, "key": key, "experiments": e["experiments"],
                         "settings": e["settings"], "scale": sc.name, "files": files,
                         **{k: inner.get(k) for k in ("created", "host", "torch", "cuda", "device", "device_name",
-                                                     "precision", "source_hash")}})
-    manifest = {"format": FORMAT, "version": VERSION, "source_hash": S.source_hash(), "scale": sc.name,
+                                                     "precision", "compute_hash", "source_hash")}})
+    manifest = {"format": FORMAT, "version": VERSION, "compute_hash": S.compute_hash(),
+                "source_hash": S.source_hash(), "scale": sc.name,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(), "host": socket.gethostname(),
                 "entries": records}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -213,19 +215,23 @@ def _members(path: Path):
 
 
 def verify(path) -> dict:
-    """Check the pack at ``path`` whole without writing anything: a lintf pack of this lintf
-    source, every listed file present once with its sha256, nothing unlisted. Returns its
-    manifest; :class:`PackError` naming the entry otherwise."""
+    """Check the pack at ``path`` whole without writing anything: a lintf pack made by this
+    compute source (:func:`lintf.compute.store.compute_hash`: an edit to the book side since it
+    was made does not matter), every listed file present once with its sha256, nothing
+    unlisted. Returns its manifest; :class:`PackError` naming the entry, or the compute hash it
+    expected, otherwise."""
     path = Path(path)
     manifest, members = _members(path)
     try:
         records = {r["folder"]: r for r in manifest["entries"]}
-        source = manifest["source_hash"]
+        source = manifest["compute_hash"]
     except (KeyError, TypeError):
-        raise PackError(f"{path}: damaged pack ({MANIFEST} lacks its entries or source hash)") from None
-    if source != S.source_hash():
-        raise PackError(f"{path}: made by another lintf source ({source[:12]}, this one is {S.source_hash()[:12]}); "
-                        f"its entries (first: {next(iter(records), 'none')}) would never be read: refused whole")
+        raise PackError(f"{path}: damaged pack, or made by a lintf older than the compute hash "
+                        f"({MANIFEST} lacks its entries or compute_hash)") from None
+    if source != S.compute_hash():
+        raise PackError(f"{path}: made by another lintf compute source (the pack's compute hash {source[:12]}, "
+                        f"expected {S.compute_hash()[:12]}); its entries (first: {next(iter(records), 'none')}) "
+                        "would never be read: refused whole")
     seen = set()
     for name, data in members:
         m = re.fullmatch(r"entries/([^/]+)/([^/]+)", name)

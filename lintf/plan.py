@@ -1,7 +1,7 @@
 """The book's experiments, declared: for a scale, every experiment a chapter reads at its
 default parameters, in one list.
 
-An :class:`Experiment` is one call of a :mod:`lintf.experiments` function (one batched program,
+An :class:`Experiment` is one call of a :mod:`lintf.compute.experiments` function (one batched program,
 many runs) with plain keyword arguments: its stable ``name`` (``"training/setting1"``,
 ``"table_conditioning/setting2/large"``), its setting, the chapters that read it, how much it
 computes (``iterations``, in ``unit``s) and the experiments it needs first (``after``).
@@ -18,10 +18,11 @@ import time
 
 import pandas as pd
 
-from . import book, claims
-from . import experiments as E
-from .checks import check_choice
-from .settings import SETTINGS, Scale, default_scale, get_scale, get_setting
+from . import book
+from .book import claims
+from .compute import experiments as E
+from .compute.checks import check_choice
+from .compute.settings import SETTINGS, Scale, default_scale, get_scale, get_setting
 
 CHAPTERS = ("adaptive_vs_sgd", "heavy_tails", "conditioning", "smoothness", "depth", "nonlinear", "ablation",
             "scorecard")
@@ -37,12 +38,12 @@ KINDS = {"training": "training", "grid_training": "training", "table_training": 
          "stable_search": "training", "ablation": "training", "lr_sweep": "sweep", "conditioning": "conditioning",
          "table_conditioning": "conditioning", "ablation_conditioning": "conditioning",
          "batch_size_curve": "curve", "noise_at_seeds": "noise", "precision_pair": "precision"}
-"""The kind of store entry (:func:`lintf.experiments._get`) each planned function writes last."""
+"""The kind of store entry (:func:`lintf.compute.experiments._get`) each planned function writes last."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
-    """One planned experiment: ``function`` of :mod:`lintf.experiments` called on ``setting``
+    """One planned experiment: ``function`` of :mod:`lintf.compute.experiments` called on ``setting``
     with ``kwargs`` (plain data), read by ``chapters``, ``iterations`` of ``unit``
     (:data:`UNITS`), after the experiments named in ``after``."""
 
@@ -80,7 +81,7 @@ def _book_order(chapters) -> tuple:
 
 
 def _sweep_kw(setting: str, sc: Scale, points=None, steps=None) -> dict:
-    """:func:`lintf.experiments.lr_sweep`'s grid, resolved as it resolves it."""
+    """:func:`lintf.compute.experiments.lr_sweep`'s grid, resolved as it resolves it."""
     s = get_setting(setting)
     points = (sc.variant_grid_points if s.role in E.VARIANT_ROLES else sc.grid_points) if points is None else points
     if steps is None:
@@ -90,7 +91,7 @@ def _sweep_kw(setting: str, sc: Scale, points=None, steps=None) -> dict:
 
 
 def twin(setting: str) -> str:
-    """The first setting of :data:`lintf.settings.SETTINGS` that is the same experiment as
+    """The first setting of :data:`lintf.compute.settings.SETTINGS` that is the same experiment as
     ``setting``: equal in everything but its name, title and note (the gamma setting of the
     heavy-tails chapter is Setting 3). Results are keyed without names, so the plan computes
     such a pair once (two workers would otherwise compute it twice)."""
@@ -282,7 +283,7 @@ def _chapters(b: _Builder) -> None:
 
 
 def plan(scale=None, only=None) -> list[Experiment]:
-    """Every experiment the book reads at ``scale`` (a :class:`lintf.settings.Scale` or its
+    """Every experiment the book reads at ``scale`` (a :class:`lintf.compute.settings.Scale` or its
     name; None: the default scale), in an order where each comes after those it needs.
 
     only : None, or chapter names among :data:`CHAPTERS`: the experiments those chapters read
@@ -331,7 +332,7 @@ def call(exp: Experiment, scale, *, device="auto", store=None, progress=None, ca
 
 
 def stored(exp: Experiment, scale, *, device="auto", store=None) -> bool:
-    """Whether the store holds ``exp`` (and everything it reads) for this lintf source."""
+    """Whether the store holds ``exp`` (and everything it reads) for this compute source."""
     try:
         call(exp, scale, device=device, store=store, progress=False, cached_only=True)
     except LookupError:
@@ -376,9 +377,9 @@ def calibrate(experiments, scale, *, device="cpu", steps: int = 6) -> dict:
     seconds}``."""
     import torch
 
-    from . import measure
-    from .engine import initial_params, resolve_device, train
-    from .optim import OptimConfig
+    from .compute import measure
+    from .compute.engine import initial_params, resolve_device, train
+    from .compute.optim import OptimConfig
     sc, dev = _scale(scale), resolve_device(device)
     out = {}
     for exp in experiments:
@@ -494,8 +495,8 @@ def run_task(exp: Experiment, scale: str, device: str, root: str, *after) -> lis
     ``after``: the results of the tasks it waits for (unused)."""
     import torch
 
-    from . import engine, fast
-    from .store import ResultStore
+    from .compute import engine, fast
+    from .compute.store import ResultStore
     before = torch.get_num_threads(), engine.POOL_THREADS, fast.HESSIAN_POOL
     torch.set_num_threads(1)
     engine.POOL_THREADS = fast.HESSIAN_POOL = 1          # one busy thread per worker process
@@ -521,8 +522,8 @@ def compute(scale=None, *, only=None, experiments=None, device="auto", store=Non
     "times": {name: seconds}}``: ``times``, the seconds each computed experiment's task ran
     (on a Dask cluster, from the scheduler's task stream: the worker's compute time).
     """
-    from .progress import bar
-    from .store import ResultStore
+    from .compute.progress import bar
+    from .compute.store import ResultStore
     sc = _scale(scale)
     store = store or ResultStore()
     root = str(store.root)

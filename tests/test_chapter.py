@@ -51,7 +51,7 @@ def _glued(monkeypatch):
 def _verdict(statistic=0.7, what="mean log(SGDM/Adam final loss)"):
     import pandas as pd
 
-    from lintf.claims import Verdict
+    from lintf.book.claims import Verdict
     parts = pd.DataFrame({"part": ["setting1", "heavy-tailed: setting3"], "statistic": [statistic, float("nan")],
                           "low": [0.2, -float("inf")], "high": [1.1, float("inf")], "n": [6, 3],
                           "verdict": ["holds", "inconclusive"], "what": [what, what]})
@@ -104,7 +104,7 @@ def test_glue_verdict_keys_come_from_the_part_ids_and_untested_parts_read_well(m
     part's ``_text`` says so with its reason instead of printing "nan"."""
     import math
 
-    from lintf.claims import Verdict
+    from lintf.book.claims import Verdict
     seen = _glued(monkeypatch)
     v = _verdict()
     parts = v.details["parts"].assign(id=["setting1", "heavy_setting3"], extra=["", "3 seed(s), fewer than 5"],
@@ -177,7 +177,7 @@ def test_a_chapter_s_seeds_are_those_its_settings_train():
     # at cpu the depth and covariate settings train comparison_seeds (8), the figure-only
     # variants variant_seeds (3), the rest the scale's seeds (6): the line a chapter prints
     # must be what lintf.experiments trains (scale.seeds_for when no seeds are given)
-    from lintf.settings import SETTINGS, get_scale
+    from lintf.compute.settings import SETTINGS, get_scale
     sc = get_scale("cpu")
     assert len({sc.seeds, sc.comparison_seeds, sc.variant_seeds}) == 3       # the test needs them distinct
     depth = chapter.parameters(scale="cpu", device="cpu", settings=["depth2", "depth8"])
@@ -222,7 +222,7 @@ def test_caption_names_each_setting_s_own_seeds():
 
 
 def test_caption_says_which_setting_each_note_is_about():
-    from lintf.settings import get_setting
+    from lintf.compute.settings import get_setting
     p = chapter.parameters(scale="ci", device="cpu")
     s1, s2, sphere = (get_setting(n) for n in ("setting1", "setting2", "sphere"))
     both = chapter.caption("Fig 2.", ["setting1", "setting2", "setting3"], p)
@@ -250,11 +250,11 @@ def test_a_grid_or_noise_figure_carries_no_rate_note(monkeypatch):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lintf.settings import get_setting
+    from lintf.compute.settings import get_setting
     shown = []
     monkeypatch.setattr(IPython.display, "display", shown.append)
     monkeypatch.setattr(plt, "show", lambda: plt.close("all"))
-    monkeypatch.setattr("lintf.plots.grid_of_settings", lambda plot, frame, **kw: None)
+    monkeypatch.setattr("lintf.book.plots.grid_of_settings", lambda plot, frame, **kw: None)
     p = chapter.parameters(scale="ci", device="cpu")
     note = get_setting("setting1").note
     assert note

@@ -9,6 +9,7 @@ import pytest
 import scipy.stats
 
 from lintf import claims as C
+from lintf.book import summaries as SU
 from lintf import stats as S
 
 NULL = dict(n_sims=40)  # simulations of the Gaussian null per (setting, seed)
@@ -159,16 +160,16 @@ def test_best_lr_never_picks_a_diverged_rate():
     sweep = pd.DataFrame(dict(
         setting="s", optimizer="adam", lr=[0.1, 0.1, 0.01, 0.01, 0.001, 0.001], seed=[0, 1] * 3,
         final_loss=[0.001, np.nan, 0.2, 0.3, 0.5, 0.4], diverged=[False, True, False, False, False, False]))
-    b = C.best_lr(sweep).iloc[0]
+    b = SU.best_lr(sweep).iloc[0]
     assert b.best_lr == 0.01 and b.final_loss == pytest.approx(0.25) and b.diverged_lrs == (0.1,)
     assert b.diverged_runs == ((0.1, 1),)
     all_bad = sweep.assign(diverged=True)
-    assert math.isnan(C.best_lr(all_bad).iloc[0].best_lr)
+    assert math.isnan(SU.best_lr(all_bad).iloc[0].best_lr)
 
 
 def test_condition_ratio_table_against_plain_numbers():
     cond = make_conditioning({"setting1": 2.0}, seeds=range(6))
-    t = C.condition_ratio_table(cond, method="eig", paper={"setting1": {750: (1.76, 0.40)}})
+    t = SU.condition_ratio_table(cond, method="eig", paper={"setting1": {750: (1.76, 0.40)}})
     assert len(t) == 2 and (t.n_seeds == 6).all() and (t.n_batches == 1).all()
     c = cond[(cond.method == "eig") & (cond.step == 750) & (cond.eval_batch == "large")]
     w = c.pivot(index="seed", columns="optimizer", values="value")
@@ -185,7 +186,7 @@ def test_condition_ratio_table_against_plain_numbers():
 
 def test_condition_ratio_table_over_batches():
     cond = make_conditioning({"setting1": 2.0}, seeds=range(6), batches=4)
-    t = C.condition_ratio_table(cond, eval_batch="batches")
+    t = SU.condition_ratio_table(cond, eval_batch="batches")
     row = t[t.step == 750].iloc[0]
     c = cond[(cond.method == "diag") & (cond.step == 750) & (cond.eval_batch == "batches")]
     w = c.pivot_table(index=["seed", "batch"], columns="optimizer", values="value")
@@ -195,7 +196,7 @@ def test_condition_ratio_table_over_batches():
     per_k = np.exp(lr).groupby("batch").mean()
     assert (row.batch_median, row.batch_min, row.batch_max) == pytest.approx(
         (per_k.median(), per_k.min(), per_k.max()))
-    single = C.condition_ratio_table(cond, eval_batch="fixed")
+    single = SU.condition_ratio_table(cond, eval_batch="fixed")
     assert (single.n_batches == 1).all()
 
 
@@ -203,8 +204,8 @@ def test_condition_ratio_needs_lrs_when_ambiguous():
     cond = make_conditioning({"s": 2.0})
     both = pd.concat([cond, cond.assign(lr=0.02)])
     with pytest.raises(ValueError, match="lrs="):
-        C.condition_ratio_table(both)
-    t = C.condition_ratio_table(both, lrs={"s": {"sgdm": 0.02, "adam": 0.02}})
+        SU.condition_ratio_table(both)
+    t = SU.condition_ratio_table(both, lrs={"s": {"sgdm": 0.02, "adam": 0.02}})
     assert (t.n_seeds == 6).all()
 
 
@@ -294,7 +295,7 @@ def test_claim2_gaussian_noise_is_not_heavy_tailed():
 def test_claim2_three_seeds_and_table():
     noise, spec = make_noise({"setting3": "t3", "sphere": "gauss"}, seeds=range(3))
     assert C.claim2(noise, spec, **NULL).verdict == "inconclusive"
-    t = C.noise_tail_table(noise, spec, **NULL).set_index("setting")
+    t = SU.noise_tail_table(noise, spec, **NULL).set_index("setting")
     assert (t.n_seeds == 3).all() and t.loc["setting3", "kurtosis_excess"] > 1
     assert t.loc["sphere", "low"] == -math.inf  # 3 seeds: no finite bound
     per_seed = [scipy.stats.kurtosis(g.value) for _, g in noise[noise.setting == "sphere"].groupby("seed")]
@@ -302,7 +303,7 @@ def test_claim2_three_seeds_and_table():
     assert t.loc["sphere", "kurtosis_excess"] == pytest.approx(t.loc["sphere", "kurtosis"] -
                                                                 t.loc["sphere", "null_kurtosis"])
     assert t.loc["sphere", "hill_deficit"] == pytest.approx(t.loc["sphere", "null_hill"] - t.loc["sphere", "hill"])
-    bare = C.noise_tail_table(noise)  # no spectrum: observed columns only
+    bare = SU.noise_tail_table(noise)  # no spectrum: observed columns only
     assert bare["null_kurtosis"].isna().all() and bare["kurtosis"].notna().all()
     missing = C.claim2(noise, spec[spec.seed != 0], **NULL)
     assert "no covariance spectrum for" in missing.evidence

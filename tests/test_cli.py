@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 
 import lintf.plan as P
-from lintf.settings import get_scale
-from lintf.store import ResultStore
+from lintf.compute.settings import get_scale
+from lintf.compute import store as S
+from lintf.compute.store import ResultStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -199,16 +200,27 @@ def test_unpack_refuses_damaged_and_foreign_packs_whole(computed, tmp_path):
     one_line_error(lintf("unpack", str(tmp_path / "raw.tar"), store=store), folder)
     assert not store.exists()
 
-    # a pack of another lintf source
+    # a pack of another compute source: refused, naming the compute hash expected
     def foreign(name, data):
+        if name != "lintf-pack.json":
+            return data
+        m = json.loads(data)
+        m["compute_hash"] = "0" * 64
+        return json.dumps(m).encode()
+    _rewrite(pack, tmp_path / "foreign.tar", foreign)
+    one_line_error(lintf("unpack", str(tmp_path / "foreign.tar"), store=store), "another lintf compute source",
+                   S.compute_hash()[:12])
+    assert not store.exists()
+
+    # made before an edit of the book side only (another package hash, the same compute hash): accepted
+    def book_edited(name, data):
         if name != "lintf-pack.json":
             return data
         m = json.loads(data)
         m["source_hash"] = "0" * 64
         return json.dumps(m).encode()
-    _rewrite(pack, tmp_path / "foreign.tar", foreign)
-    one_line_error(lintf("unpack", str(tmp_path / "foreign.tar"), store=store), "another lintf source")
-    assert not store.exists()
+    _rewrite(pack, tmp_path / "book_edited.tar", book_edited)
+    assert lintf("unpack", str(tmp_path / "book_edited.tar"), store=tmp_path / "s2").returncode == 0
 
     # not a lintf pack; a truncated one
     with tarfile.open(tmp_path / "other.tar", "w") as tar:

@@ -7,7 +7,7 @@ import torch
 from scipy import stats
 
 import lintf
-from lintf.data import Prompts, sample_covariates, target_mlp
+from lintf.compute.data import Prompts, sample_covariates, target_mlp
 
 
 def test_layout_and_targets():

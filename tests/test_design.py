@@ -10,7 +10,7 @@ import pytest
 from lintf import book as B
 from lintf import claims as C
 from lintf import stats as S
-from lintf.settings import SCALES, get_scale
+from lintf.compute.settings import SCALES, get_scale
 
 LEVEL = 0.95
 
@@ -114,8 +114,8 @@ def test_probe_gradient_norm_is_on_an_independent_batch():
     reference), recorded beside the smoothness; the training trajectory is unchanged by it."""
     import torch
 
-    from lintf.engine import probe_stream, seed_streams, train
-    from lintf.settings import get_setting
+    from lintf.compute.engine import probe_stream, seed_streams, train
+    from lintf.compute.settings import get_setting
     st = get_setting("setting1")
     kw = dict(steps=6, batch_size=50, eval_size=50, checkpoint_every=3, progress=False)
     rec = train(st.model, st.prompts, [("adam", 0.02)], [3], record_smoothness=True, smoothness_every=3, **kw)
@@ -141,8 +141,8 @@ def test_seed_eval_loss_is_each_seeds_own_batch():
     a different batch per seed and not the shared one; the claims read it when recorded."""
     import torch
 
-    from lintf.engine import eval_batch, seed_eval_batch, train
-    from lintf.settings import get_setting
+    from lintf.compute.engine import eval_batch, seed_eval_batch, train
+    from lintf.compute.settings import get_setting
     st = get_setting("setting1")
     r = train(st.model, st.prompts, [("sgdm", 0.02), ("adam", 0.02)], [0, 5], steps=4, batch_size=40,
               eval_size=60, eval_every=2, checkpoint_every=2, progress=False)

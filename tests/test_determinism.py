@@ -20,10 +20,10 @@ import pytest
 import torch
 
 from lintf import experiments, measure, store
-from lintf.data import Prompts
-from lintf.engine import eval_batch, initial_params, train
-from lintf.model import Model
-from lintf.settings import Setting
+from lintf.compute.data import Prompts
+from lintf.compute.engine import eval_batch, initial_params, train
+from lintf.compute.model import Model
+from lintf.compute.settings import Setting
 
 TESTS = Path(__file__).resolve().parent
 MODEL, PROMPTS = Model(L=2, d=3), Prompts(n=6, d=3)

@@ -19,10 +19,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from lintf import book, claims, experiments, plots, store, summaries  # noqa: E402
-from lintf.data import Prompts  # noqa: E402
-from lintf.engine import train  # noqa: E402
-from lintf.model import Model  # noqa: E402
-from lintf.settings import Setting, get_scale  # noqa: E402
+from lintf.compute.data import Prompts  # noqa: E402
+from lintf.compute.engine import train  # noqa: E402
+from lintf.compute.model import Model  # noqa: E402
+from lintf.compute.settings import Setting, get_scale  # noqa: E402
 
 MODEL, PROMPTS = Model(L=2, d=3), Prompts(n=6, d=3)
 GRID = {"sgdm": (0.01, 0.05, 1e3), "adam": (0.003, 0.01, 1e3)}

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import lintf
-from lintf.data import Prompts
-from lintf.engine import BatchStream, initial_params, train
-from lintf.model import Model
+from lintf.compute.data import Prompts
+from lintf.compute.engine import BatchStream, initial_params, train
+from lintf.compute.model import Model
 
 MODEL, PROMPTS = Model(L=2, d=3), Prompts(n=6, d=3)
 STEPS, B = 30, 64
@@ -294,7 +294,7 @@ def test_one_pool_thread_gives_the_same_numbers(monkeypatch):
     """What ``python -m lintf compute`` sets inside a task: the chunks taken in turn by one
     thread, for training and for the hand-written Hessian; bit for bit the same."""
     from lintf import fast, measure
-    from lintf.settings import get_setting
+    from lintf.compute.settings import get_setting
     s = get_setting("setting1")
     monkeypatch.setattr(lintf.engine, "CHUNK_RUNS", 3)             # a chunk per configuration: two chunks
     runs = dict(configs=[("sgdm", 0.02), ("adam", 0.02)], seeds=[0, 1, 2], steps=6, batch_size=B, device="cpu",
@@ -311,7 +311,7 @@ def test_one_pool_thread_gives_the_same_numbers(monkeypatch):
 
 
 def test_flush_denormal_sets_and_restores_the_mode():
-    from lintf.engine import _flushing, flush_denormal
+    from lintf.compute.engine import _flushing, flush_denormal
     before = _flushing()
     with flush_denormal():
         assert _flushing() or not torch.set_flush_denormal(True)       # a CPU that cannot: nothing changes
@@ -326,7 +326,7 @@ def test_flush_denormal_sets_and_restores_the_mode():
 def test_training_flushes_subnormals_on_every_chunk_thread(monkeypatch, flush):
     """Each chunk of runs computes with the engine's mode, whichever thread of the pool takes it."""
     from lintf import fast_variants
-    from lintf.engine import _flushing
+    from lintf.compute.engine import _flushing
     if not torch.set_flush_denormal(True):
         pytest.skip("this CPU cannot flush subnormal numbers")
     torch.set_flush_denormal(False)

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 import lintf.book as B
-import lintf.experiments as E
-import lintf.optim
+import lintf.compute.experiments as E
+import lintf.compute.optim
 from lintf import measure, settings
-from lintf.data import authors_prompts
-from lintf.engine import TrainResult
-from lintf.store import ResultStore
+from lintf.compute.data import authors_prompts
+from lintf.compute.engine import TrainResult
+from lintf.compute.store import ResultStore
 
 TINY = dataclasses.replace(
     settings.SCALES["ci"], name="tiny", steps=20, seeds=(0, 1), batch_size=50, eval_every=10, checkpoint_every=10,
@@ -236,14 +236,14 @@ def test_scorecard_rows_beyond_the_paper_are_the_chapters(tiny):
 
 
 def claims_hypotheses():
-    from lintf.claims import HYPOTHESES
+    from lintf.book.claims import HYPOTHESES
     return HYPOTHESES
 
 
 def test_the_books_display_tables(tiny):
-    from lintf.claims import HYPOTHESES, VERDICT_COLORS
-    from lintf.plots import LABELS
-    from lintf.summaries import best_lr
+    from lintf.book.claims import HYPOTHESES, VERDICT_COLORS
+    from lintf.book.plots import LABELS
+    from lintf.book.summaries import best_lr
     ctx = B.context("tiny", progress=False)
     data = B.ablation_runs(ctx)
     tables = B.ablation_tables(data)

@@ -4,8 +4,8 @@ import torch
 
 import lintf
 from lintf import engine, fast, measure
-from lintf.data import Prompts
-from lintf.model import Model
+from lintf.compute.data import Prompts
+from lintf.compute.model import Model
 
 f64 = torch.float64
 

@@ -7,8 +7,8 @@ import torch
 
 import lintf
 from lintf import engine, fast, fast_variants, measure
-from lintf.data import Prompts
-from lintf.model import Model
+from lintf.compute.data import Prompts
+from lintf.compute.model import Model
 
 f64 = torch.float64
 
@@ -112,7 +112,7 @@ def test_hessian_bad_arguments():
         fast_variants.hessian(model, theta.unsqueeze(0), Z, y)
     with pytest.raises(ValueError, match="chunk"):
         fast_variants.hessian(model, theta, Z, y, chunk=0)
-    with pytest.raises(TypeError, match="model must be a lintf.model.Model"):
+    with pytest.raises(TypeError, match="model must be a lintf.compute.model.Model"):
         fast_variants.hessian("nonlinear", theta, Z, y)
 
 
@@ -146,7 +146,7 @@ def test_plain_model_goes_through_lintf_fast_unchanged():
 
 @pytest.mark.parametrize("L", [1, 2, 3])
 def test_fast_adjoints_of_the_summaries(L):
-    """lintf.fast.loss_and_grad(inputs=True): the symmetric part of bar_A0 and bar_z0 are the
+    """lintf.compute.fast.loss_and_grad(inputs=True): the symmetric part of bar_A0 and bar_z0 are the
     gradient of the loss over symmetric A0 and over z0 (autograd through lintf.fast.loss)."""
     model, n = Model(L=L, d=3), 5
     params, Z, y = draw(model, n, (2,), (2,), B=7, seed=L)

@@ -22,8 +22,8 @@ import torch
 
 import lintf
 from lintf import chapter, engine, experiments, fast, measure, model, settings, store
-from lintf.data import Prompts, sample_prompts
-from lintf.model import Model
+from lintf.compute.data import Prompts, sample_prompts
+from lintf.compute.model import Model
 
 BOOK = Path(__file__).resolve().parents[1] / "book"
 MODEL, PROMPTS = Model(L=2, d=3), Prompts(n=6, d=3)
@@ -272,10 +272,10 @@ def tripwire(monkeypatch):
 
     for name in ("randn", "rand", "randint", "_standard_gamma"):
         monkeypatch.setattr(torch, name, trip(f"torch.{name}"))
-    monkeypatch.setattr(model, "forward", trip("lintf.model.forward"))
+    monkeypatch.setattr(model, "forward", trip("lintf.compute.model.forward"))
     for name in ("summarize", "loss", "loss_and_grad", "curvature"):  # the engine's hand-written path
-        monkeypatch.setattr(fast, name, trip(f"lintf.fast.{name}"))
-    monkeypatch.setattr(engine, "initial_params", trip("lintf.engine.initial_params"))
+        monkeypatch.setattr(fast, name, trip(f"lintf.compute.fast.{name}"))
+    monkeypatch.setattr(engine, "initial_params", trip("lintf.compute.engine.initial_params"))
     for method in ("cached", "save", "_write"):
         monkeypatch.setattr(store.ResultStore, method, trip(f"ResultStore.{method}"))
     yield

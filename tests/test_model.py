@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import lintf
-from lintf.model import Model, from_authors_block
+from lintf.compute.model import Model, from_authors_block
 
 f64 = torch.float64
 
@@ -162,7 +162,7 @@ def test_mlp_frontend_with_run_dims_and_shared_batch():
 
 def test_broadcast_shapes_matches_torch():
     """The plain-Python broadcast of the hot paths agrees with torch's, errors included."""
-    from lintf.checks import broadcast_shapes
+    from lintf.compute.checks import broadcast_shapes
     g = torch.Generator().manual_seed(0)
     for _ in range(300):
         shapes = [tuple(int(v) for v in torch.randint(0, 4, (int(torch.randint(0, 4, (1,), generator=g)),), generator=g))

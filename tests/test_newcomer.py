@@ -112,7 +112,7 @@ def test_ci_pages_say_they_are_a_smoke_test(monkeypatch):
 
 
 def test_a_wrong_lintf_scale_names_the_variable(monkeypatch):
-    from lintf.settings import default_scale
+    from lintf.compute.settings import default_scale
     monkeypatch.setenv("LINTF_SCALE", "gpu")
     with pytest.raises(ValueError, match=r"LINTF_SCALE must be one of 'paper', 'cpu', 'ci'.*'gpu'"):
         default_scale()
@@ -121,7 +121,7 @@ def test_a_wrong_lintf_scale_names_the_variable(monkeypatch):
 
 
 def test_seeds_as_a_string_says_how_to_pass_a_list():
-    from lintf.checks import check_seeds
+    from lintf.compute.checks import check_seeds
     with pytest.raises(TypeError, match=r'-y "seeds: \[0, 1'):
         check_seeds("seeds", "[0, 1, 2]")
 
@@ -165,7 +165,7 @@ def small_run():
 def test_plots_draw_train_history_directly(small_run):
     import matplotlib.pyplot as plt
 
-    import lintf.plots
+    import lintf.book.plots
     _, res = small_run
     assert "setting" not in res.history.columns
     ax = lintf.plots.loss_curves(res.history)
@@ -300,7 +300,7 @@ def _findings() -> tuple[str, dict]:
 
 def test_readme_findings_list_every_claim():
     import lintf.book
-    import lintf.claims
+    import lintf.book.claims
     scale, rows = _findings()
     assert scale in lintf.SCALES and scale != "ci"
     assert sorted(rows) == sorted(lintf.claims.CLAIMS)
@@ -323,7 +323,7 @@ def _glued(chapter: str) -> dict:
 def test_readme_findings_match_the_scorecard():
     """When a build of the README's stated scale is in book/_build, its scorecard's verdicts
     are the README's (the failure prints the rows to paste)."""
-    import lintf.claims
+    import lintf.book.claims
     glued = _glued("scorecard")
     if not glued:
         pytest.skip("no built scorecard in book/_build")
@@ -340,7 +340,7 @@ def test_lr_grid_axis_ignores_blown_up_losses():
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    import lintf.plots
+    import lintf.book.plots
     rows = [("setting1", o, lr, seed, loss, False) for o in ("sgdm", "adam") for lr, loss in
             [(0.01, 0.5), (0.02, 0.3), (0.04, 0.2), (0.08, 1e12)] for seed in (0, 1)]
     rows.append(("setting1", "adam", 0.16, 0, 1e30, True))
@@ -357,7 +357,7 @@ def test_forest_says_why_a_part_has_no_bar_and_keeps_its_legend_off_the_rows():
     import numpy as np
     import pandas as pd
 
-    import lintf.plots
+    import lintf.book.plots
     parts = pd.DataFrame([
         {"claim": 6, "part": "depth6", "statistic": 0.3, "low": -np.inf, "high": np.inf, "threshold": 0.0,
          "side": "greater", "verdict": "inconclusive", "n": 1},
@@ -383,7 +383,7 @@ def test_tail_table_shows_one_row_for_one_setting_under_two_names(monkeypatch):
     import pandas as pd
 
     import lintf.book
-    import lintf.summaries
+    import lintf.book.summaries
     fake = pd.DataFrame({"setting": ["gamma", "setting1", "setting3"], "n_seeds": 6, "kurtosis": [1.0, 0.1, 1.0],
                          "kurtosis_excess": [0.9, 0.0, 0.8]})
     monkeypatch.setattr(lintf.summaries, "noise_tail_table", lambda noise, spectrum=None: fake)
@@ -459,7 +459,7 @@ def test_the_rule_s_and_the_scale_s_numbers_are_glued_not_written(name):
 def test_parts_that_can_be_untested_are_glued_as_text(number):
     """A part of claims 2, 6, 7, 8 can be untested (a variant or depth not run, a run diverged):
     its statistic glued with a format prints "nan"; its ``_text`` key says "untested: why"."""
-    from lintf.registry import REGISTRY
+    from lintf.book.registry import REGISTRY
     claim = REGISTRY[number]
     ids = {i for scale in ("ci", "cpu", "paper") for i in claim.ids(scale)}
     used = 0
@@ -479,7 +479,7 @@ def test_scorecard_rows_read_as_words_with_chapter_titles():
     import pandas as pd
 
     import lintf.book as B
-    from lintf.claims import CLAIMS, Verdict
+    from lintf.book.claims import CLAIMS, Verdict
     parts = pd.DataFrame({"part": ["setting1", "setting2", "setting3"], "id": ["setting1", "setting2", "setting3"],
                           "statistic": [0.5, 0.4, math.nan], "low": [0.1, 0.1, math.nan],
                           "high": [math.inf, math.inf, math.nan], "n": [6, 5, 1],

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from lintf import optim
-from lintf.data import Prompts
-from lintf.engine import _check_configs, train
-from lintf.model import Model
+from lintf.compute.data import Prompts
+from lintf.compute.engine import _check_configs, train
+from lintf.compute.model import Model
 
 
 def reference(kind, lr, params, grads_seq, clip):

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 import lintf.book as B
-import lintf.experiments as E
+import lintf.compute.experiments as E
 import lintf.plan as P
 from lintf import claims
-from lintf.engine import precision_flags
-from lintf.settings import SCALES, SETTINGS, get_scale, get_setting
-from lintf.store import ResultStore, provenance_sentence
+from lintf.compute.engine import precision_flags
+from lintf.compute.settings import SCALES, SETTINGS, get_scale, get_setting
+from lintf.compute.store import ResultStore, provenance_sentence
 
 
 @pytest.fixture
@@ -119,7 +119,7 @@ def test_read_only_names_the_experiment_and_the_command(store, monkeypatch):
         E.training("setting2", "ci", store=store, progress=False)
     text = str(err.value)
     assert "training" in text and "setting2" in text and "'ci'" in text
-    assert "`python -m lintf compute --scale ci --only adaptive_vs_sgd`" in text
+    assert "`python -m lintf compute --scale ci`" in text
     assert isinstance(err.value, LookupError) and not store.root.exists()
 
 
@@ -136,8 +136,8 @@ def test_touched_records_dependencies_and_provenance(store):
     assert record["kind"] == "training" and record["precision"] == {}
     sentence = provenance_sentence([record])
     created = datetime.datetime.fromisoformat(record["created"]).strftime("%Y-%m-%d %H:%M UTC")
-    assert sentence == (f"Computed at scale ci on cpu ({record['host']}, {created}), lintf source "
-                        f"{record['source_hash'][:8]}, by lintf.experiments.training.")
+    assert sentence == (f"Computed at scale ci on cpu ({record['host']}, {created}), lintf compute source "
+                        f"{record['compute_hash'][:8]}, by lintf.compute.experiments.training.")
     merged = B._concat([result.frames["runs"], result.frames["runs"]])
     assert merged.attrs["provenance"] == [record]
 
@@ -195,17 +195,18 @@ def test_in_process_and_dask_frames_are_identical(tmp_path, monkeypatch):
 
 
 def test_caption_ends_with_the_provenance():
-    import lintf.chapter as C
+    import lintf.book.chapter as C
     p = C.parameters(scale="ci")
     record = {"kind": "sweep", "scale": "ci", "device": "cpu", "host": "box", "created": "2026-12-04T16:40:05+00:00",
-              "source_hash": "1a2b3c4d5e6f", "setting": "setting1"}
+              "compute_hash": "1a2b3c4d5e6f", "source_hash": "9f9f9f9f", "setting": "setting1"}
     later = {**record, "created": "2026-12-04T17:02:00+00:00", "kind": "training"}
     text = C.caption("Fig 2.", ["setting1"], p, what="Loss.", provenance=[record, later])
     assert text.endswith("Computed at scale ci on cpu (box, 2026-12-04 16:40 UTC to 2026-12-04 17:02 UTC), lintf "
-                         "source 1a2b3c4d, by lintf.experiments.lr_sweep, lintf.experiments.training.")
+                         "compute source 1a2b3c4d, by lintf.compute.experiments.lr_sweep, "
+                         "lintf.compute.experiments.training.")
     frame = pd.DataFrame({"x": [1]})
     frame.attrs["provenance"] = [record]
-    assert C.caption("Fig 2.", ["setting1"], p, provenance=frame).endswith("by lintf.experiments.lr_sweep.")
+    assert C.caption("Fig 2.", ["setting1"], p, provenance=frame).endswith("by lintf.compute.experiments.lr_sweep.")
     assert "Computed" not in C.caption("Fig 2.", ["setting1"], p)
 
 

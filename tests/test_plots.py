@@ -10,6 +10,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from lintf import claims as C  # noqa: E402
+from lintf.book import summaries as SU  # noqa: E402
 from lintf import plots as P  # noqa: E402
 
 
@@ -61,7 +62,7 @@ def sweep():
 
 
 def test_palette_and_labels():
-    from lintf.optim import ALL_OPTIMIZERS
+    from lintf.compute.optim import ALL_OPTIMIZERS
     assert set(P.PALETTE) == set(P.LABELS) == set(ALL_OPTIMIZERS)
     assert len(set(P.PALETTE.values())) == len(P.PALETTE)           # one colour each
     with P.style():
@@ -177,7 +178,7 @@ def test_smoothness_vs_gradnorm():
 
 def test_lr_grid():
     sw = sweep()
-    ax = P.lr_grid(sw, chosen=C.best_lr(sw), published={"Table 2": {"sgdm": 0.01, "adam": 0.1},
+    ax = P.lr_grid(sw, chosen=SU.best_lr(sw), published={"Table 2": {"sgdm": 0.01, "adam": 0.1},
                                                        "README": {"sgdm": 0.1, "adam": 0.001}})
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
     assert ax.get_xlabel() == "learning rate"

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 import lintf
-import lintf.experiments as E
+import lintf.compute.experiments as E
 from lintf import settings
-from lintf.data import Prompts
-from lintf.engine import BatchStream, initial_params, train
-from lintf.model import Model
-from lintf.store import ResultStore
+from lintf.compute.data import Prompts
+from lintf.compute.engine import BatchStream, initial_params, train
+from lintf.compute.model import Model
+from lintf.compute.store import ResultStore
 
 from test_engine import losses_of, reference_run
 

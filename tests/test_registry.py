@@ -14,7 +14,7 @@ from lintf import book as B
 from lintf import chapter
 from lintf import claims as C
 from lintf import registry as R
-from lintf.settings import SCALES
+from lintf.compute.settings import SCALES
 
 from test_claims import DEPTH_FINAL, depth_history, make_conditioning, make_history, make_noise
 

@@ -14,7 +14,7 @@ import pytest
 import scipy.stats
 
 from lintf import stats as S
-from lintf.measure import hill_index
+from lintf.compute.measure import hill_index
 
 ALPHA = 0.05
 

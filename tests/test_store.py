@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from lintf import store
-from lintf.store import ResultStore, StoreWarning, config_key, results_dir, source_hash
+from lintf.compute.store import ResultStore, StoreWarning, compute_hash, config_key, results_dir, source_hash
 
 TESTS = Path(__file__).resolve().parent
 MARKED = 1.2345678901234567  # a value whose bytes the corruption test looks for in the parquet
@@ -104,7 +104,7 @@ def test_key_follows_source_and_stale_results_are_not_served(tmp_path, monkeypat
     st = ResultStore(tmp_path)
     st.save("tidy", {"seed": 0}, {"loss": tidy(0)})
     before = config_key("tidy", {"seed": 0})
-    monkeypatch.setattr(store, "source_hash", lambda: "0" * 64)  # "lintf was edited"
+    monkeypatch.setattr(store, "compute_hash", lambda: "0" * 64)  # "the compute side was edited"
     assert config_key("tidy", {"seed": 0}) != before
     assert st.load("tidy", {"seed": 0}) is None
     monkeypatch.undo()
@@ -112,9 +112,10 @@ def test_key_follows_source_and_stale_results_are_not_served(tmp_path, monkeypat
 
 
 def test_source_hash_covers_py_files_only(tmp_path, monkeypatch):
-    copy = tmp_path / "lintf"
+    copy = tmp_path / "compute"
     shutil.copytree(Path(store.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    assert store._hash_tree(copy) == source_hash()  # path independent
+    assert store._hash_tree(copy) == compute_hash()  # path independent
+    assert store._hash_tree(Path(store.__file__).parent.parent) == source_hash()  # the whole package
 
     def reference(root: Path) -> str:  # the definition, spelled out
         h = hashlib.sha256()
@@ -127,21 +128,21 @@ def test_source_hash_covers_py_files_only(tmp_path, monkeypatch):
     (copy / "notes.txt").write_text("not code")
     (copy / "__pycache__").mkdir()
     (copy / "__pycache__" / "store.cpython-311.pyc").write_bytes(b"\0")
-    assert store._hash_tree(copy) == source_hash()
+    assert store._hash_tree(copy) == compute_hash()
     (copy / "store.py").write_text((copy / "store.py").read_text() + "\n# edited\n")
     edited = store._hash_tree(copy)
-    assert edited != source_hash()
+    assert edited != compute_hash()
     (copy / "store.py").rename(copy / "store2.py")
-    assert store._hash_tree(copy) not in (edited, source_hash())
+    assert store._hash_tree(copy) not in (edited, compute_hash())
 
     calls = []
     monkeypatch.setattr(store, "_hash_tree", lambda d: calls.append(d) or "h")
-    store.source_hash.cache_clear()
+    store.compute_hash.cache_clear()
     try:
-        assert source_hash() == source_hash() == "h" and len(calls) == 1  # once per process
+        assert compute_hash() == compute_hash() == "h" and len(calls) == 1  # once per process
     finally:
         monkeypatch.undo()
-        store.source_hash.cache_clear()
+        store.compute_hash.cache_clear()
 
 
 # -- argument checks ---------------------------------------------------------------------------
@@ -293,7 +294,7 @@ def test_sigkill_mid_save_leaves_store_readable_and_only_missing_keys_recomputed
 
 RACER = """
     import pathlib, time
-    from lintf.store import ResultStore
+    from lintf.compute.store import ResultStore
     from test_store import tidy
     root, work, i = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3]
     def compute():
@@ -346,6 +347,6 @@ def test_clear_removes_all_or_one_name_or_only_stale(tmp_path, monkeypatch):
     assert st.load("a-b", {"seed": 0}) is not None
     assert visible(tmp_path) == [f"a-b-{config_key('a-b', {'seed': 0})[:16]}"]  # leftover swept
     assert st.clear(stale_only=True) == 0
-    monkeypatch.setattr(store, "source_hash", lambda: "0" * 64)
+    monkeypatch.setattr(store, "compute_hash", lambda: "0" * 64)
     assert st.clear(stale_only=True) == 1 and visible(tmp_path) == []
     assert ResultStore(tmp_path / "absent").clear() == 0

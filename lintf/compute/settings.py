@@ -56,7 +56,7 @@ class Setting:
         in float32 a deep model's rare huge minibatch losses overflow (the depth chapter).
     skip_nonfinite : 0: a run whose minibatch loss or gradient is non-finite has diverged.
         ``k > 0``: such a step is skipped and counted, and the run has diverged only after more
-        than ``k`` non-finite steps in a row (:func:`lintf.engine.train`). 10 for the depths:
+        than ``k`` non-finite steps in a row (:func:`lintf.compute.engine.train`). 10 for the depths:
         at L=8 a rare minibatch overflows even float64 (one step in a run, the depth chapter),
         while a run that truly diverges is non-finite at every step from then on.
     """
@@ -157,9 +157,9 @@ def get_setting(name) -> Setting:
 
 
 EVAL_PROTOCOLS = ("fixed", "authors", "batches", "large")
-"""Evaluation batches of ``R_med`` (:func:`lintf.experiments.conditioning`): ``fixed``, the book's
+"""Evaluation batches of ``R_med`` (:func:`lintf.compute.experiments.conditioning`): ``fixed``, the book's
 own evaluation batch (the loss curves' one); ``authors``, the authors' batch of 1000 prompts
-drawn after seeding with 99 (:func:`lintf.data.authors_prompts`), shared by every seed, the
+drawn after seeding with 99 (:func:`lintf.compute.data.authors_prompts`), shared by every seed, the
 paper's protocol; ``batches``, independent batches of ``eval_size`` prompts for each seed;
 ``large``, one batch of ``eval_large`` prompts for each seed."""
 
@@ -229,9 +229,9 @@ class Scale:
     ablation_steps, ablation_sweep_steps, ablation_factors : the ablation chapter: every
         optimizer's grid is its base rate times ``ablation_factors``, searched over
         ``ablation_sweep_steps`` iterations on ``sweep_seeds``; the runs at the chosen rates
-        last ``ablation_steps`` (:func:`lintf.experiments.ablation`).
+        last ``ablation_steps`` (:func:`lintf.compute.experiments.ablation`).
     depth_grid : factors of the paper's depth rates tried, from the largest down, by
-        :func:`lintf.experiments.stable_search`: the depth runs use the largest rate at which
+        :func:`lintf.compute.experiments.stable_search`: the depth runs use the largest rate at which
         none of the search seeds ``sweep_seeds`` diverges within the depth horizon.
     """
 

@@ -25,15 +25,15 @@ from matplotlib.ticker import LogFormatterSciNotation
 from matplotlib.transforms import blended_transform_factory
 from scipy import stats
 
-from .checks import check_choice, check_frame, check_int
+from ..compute.checks import check_choice, check_frame, check_int
 from .claims import VERDICT_COLORS
-from .settings import get_setting
+from ..compute.settings import get_setting
 
 PALETTE = {"sgdm": "#0173B2", "adam": "#DE8F05", "signsgd": "#D55E00", "normsgd": "#CC78BC", "rmsprop": "#CA9161",
            "adam_b2_0.99": "#56B4E9", "adam_b2_0.999": "#029E73", "adam_nobias": "#949494",
            "sgdm_coordclip": "#FBAFE4"}
 """Optimizer colours (seaborn ``colorblind``: SGDM blue, Adam orange), for every figure; the
-others are the ablation's (:data:`lintf.optim.ALL_OPTIMIZERS`)."""
+others are the ablation's (:data:`lintf.compute.optim.ALL_OPTIMIZERS`)."""
 LABELS = {"sgdm": "SGDM", "adam": "Adam", "signsgd": "signum", "normsgd": "normalised SGDM", "rmsprop": "RMSprop",
           "adam_b2_0.99": "Adam, β2 0.99", "adam_b2_0.999": "Adam, β2 0.999", "adam_nobias": "Adam, no bias corr.",
           "sgdm_coordclip": "SGDM, coord. clip"}
@@ -344,7 +344,7 @@ def rmed_vs_batch_size(curve: pd.DataFrame, method: str, setting: str | None = N
     one dot per independent batch, a line through the medians per size, per optimizer.
 
     curve : tidy (setting, optimizer, lr, seed, step, size, batch, method, value), as
-    :func:`lintf.experiments.batch_size_curve` returns, one setting.
+    :func:`lintf.compute.experiments.batch_size_curve` returns, one setting.
     """
     _check_frame("curve", curve, _RUN + ["step", "size", "batch", "method", "value"])
     check_choice("method", method, tuple(_RMED_LABEL))
@@ -567,7 +567,7 @@ def lr_grid(sweep: pd.DataFrame, setting: str | None = None, ax: Axes | None = N
     no seed diverged. A rate with a diverged seed is an ``x`` at the top of the panel; the y
     axis spans the runs that did not diverge, at most :data:`MAX_DECADES` decades, and a
     rate with a loss above it is a ``^`` under the top.
-    chosen : ``{optimizer: lr}`` or a :func:`lintf.summaries.best_lr` table: a star on the line.
+    chosen : ``{optimizer: lr}`` or a :func:`lintf.book.summaries.best_lr` table: a star on the line.
     published : ``{optimizer: lr}``, or ``{source: {optimizer: lr}}`` for several sources
         (e.g. ``{"Table 2": ..., "README": ...}``): a marker along the bottom of the panel,
         one shape per source, in the optimizer's colour, with a faint vertical guide;
@@ -659,14 +659,14 @@ def lr_grid(sweep: pd.DataFrame, setting: str | None = None, ax: Axes | None = N
 @_styled
 def precision_curves(history: pd.DataFrame, quantity: str = "loss", setting: str | None = None,
                      ax: Axes | None = None, optimizer: str = "adam", pairs: pd.DataFrame | None = None) -> Axes:
-    """The same runs in float32 and in float64 (:func:`lintf.experiments.precision_pair`): one
+    """The same runs in float32 and in float64 (:func:`lintf.compute.experiments.precision_pair`): one
     optimizer's ``quantity`` per step, one line per seed and precision (float64 solid in the
     optimizer's colour, float32 dashed black), a cross at float32's last finite value where it
     diverged, log y.
 
     history : precision_pair's ``history`` (a ``precision`` column), one setting (or pick it
         with ``setting``). quantity : ``"loss"`` (training minibatch) or ``"grad_norm"`` (before
-        clipping; with a line at :data:`lintf.experiments.FLOAT32_NORM_LIMIT`, the largest norm
+        clipping; with a line at :data:`lintf.compute.experiments.FLOAT32_NORM_LIMIT`, the largest norm
         float32 computes). pairs : precision_pair's ``pairs``; with it a dot marks, on each
         float64 line, the step where the two precisions part (artists with gid ``"part"``).
     """
@@ -704,7 +704,7 @@ def precision_curves(history: pd.DataFrame, quantity: str = "loss", setting: str
     if part:
         ax.plot([], [], marker="o", color=PALETTE[optimizer], linestyle="none", label="the two part")
     if quantity == "grad_norm":
-        from .experiments import FLOAT32_NORM_LIMIT
+        from ..compute.experiments import FLOAT32_NORM_LIMIT
         ax.axhline(FLOAT32_NORM_LIMIT, color=FIT_COLOR, linestyle=":", linewidth=1.0,
                    label="largest norm float32 computes")
     _log(ax, "y")

@@ -2,13 +2,12 @@
 grid, the horizon two settings share, the tails of the gradient noise against their Gaussian
 null, and the condition-number table.
 
-Each takes tidy frames (the columns of :mod:`lintf.experiments`) and returns a tidy frame;
-the decision rule itself lives in :mod:`lintf.stats`, the claims in :mod:`lintf.claims`.
+Each takes tidy frames (the columns of :mod:`lintf.compute.experiments`) and returns a tidy frame;
+the decision rule itself lives in :mod:`lintf.book.stats`, the claims in :mod:`lintf.book.claims`.
 """
 from __future__ import annotations
 
 import math
-import numbers
 import zlib
 from typing import Mapping
 
@@ -16,14 +15,14 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .checks import check_choice, check_frame, check_int
+from ..compute.checks import check_choice, check_frame, check_int
+from ..compute.reductions import _RUN, best_lr, final_loss  # noqa: F401 (final_loss, best_lr: part of this module's API)
 
 OPTIMIZERS = ("sgdm", "adam")
 """The paper's pair, in the order of every table."""
 PROTOCOLS = ("fixed", "authors", "batches", "large")
 """Evaluation-batch protocols of the conditioning frame (column ``eval_batch``)."""
 
-_RUN = ["setting", "optimizer", "lr", "seed"]
 _check_frame = check_frame
 
 
@@ -31,102 +30,9 @@ def _check_level(level) -> float:
     return stats._check_level(level)
 
 
-def _check_frac(frac) -> float:
-    if isinstance(frac, bool) or not isinstance(frac, numbers.Real) or not 0 < frac <= 1:
-        raise ValueError(f"frac must be a number in (0, 1], got {frac!r}")
-    return float(frac)
-
-
 def _stable_seed(*parts) -> list[int]:
     """Seed words that depend only on the names, so adding a setting leaves others' draws."""
     return [zlib.crc32(str(p).encode()) for p in parts]
-
-
-# -- shared tables ---------------------------------------------------------------------
-def final_loss(history: pd.DataFrame, quantity: str = "eval_loss", frac: float = 0.1,
-               runs: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Final loss of every run: the mean of the last ``frac`` of its recorded values.
-
-    history : tidy (setting, optimizer, lr, seed, step, quantity, value). ``quantity`` falls
-        back to ``"loss"`` when ``history`` records no ``quantity`` at all.
-    runs : optional runs table (setting, optimizer, lr, seed, diverged); its diverged flags
-        are added to ours. With its ``skipped`` column (:func:`lintf.engine.train`'s), a NaN
-        training loss marks a skipped step (``skip_nonfinite``), not a divergence: the runs
-        table says which runs diverged, and a skipped step is left out of the mean.
-    Returns one row per run: setting, optimizer, lr, seed, final_loss (squared error; NaN
-    when diverged), diverged (any non-finite ``loss`` or ``quantity`` value), quantity,
-    n_values (how many values were averaged: ``ceil(frac * recorded)``).
-    """
-    _check_frame("history", history, _RUN + ["step", "quantity", "value"])
-    if not isinstance(quantity, str):
-        raise TypeError(f"quantity must be a string, got {quantity!r}")
-    frac = _check_frac(frac)
-    used = quantity if (history["quantity"] == quantity).any() else "loss"
-    cols = ["setting", "optimizer", "lr", "seed", "final_loss", "diverged", "quantity", "n_values"]
-    h = history.loc[history["quantity"] == used, _RUN + ["step", "value"]]
-    if h.empty:
-        return pd.DataFrame(columns=cols)
-    h = h.sort_values(_RUN + ["step"])
-    g = h.groupby(_RUN, sort=True)
-    count = g["value"].transform("size")
-    from_end = g.cumcount(ascending=False)
-    keep = from_end < np.ceil(frac * count)
-    out = h[keep].groupby(_RUN, sort=True)["value"].agg(["mean", "size"])
-    out.columns = ["final_loss", "n_values"]
-    # a run is diverged if its training loss or the averaged quantity ever went non-finite
-    # (a skipped step's NaN training loss excepted: the runs table flags the diverged runs)
-    skips = runs is not None and "skipped" in runs.columns
-    watch = history[history["quantity"].isin({used} if skips else {used, "loss"})]
-    values = watch["value"].to_numpy(dtype=float)
-    bad = np.isinf(values) if skips and used == "loss" else ~np.isfinite(values)
-    diverged = pd.Series(bad, index=watch.index).groupby([watch[c] for c in _RUN]).any()
-    out["diverged"] = diverged.reindex(out.index, fill_value=False).astype(bool)
-    if runs is not None:
-        _check_frame("runs", runs, _RUN + ["diverged"])
-        flagged = runs.set_index(_RUN)["diverged"].astype(bool)
-        out["diverged"] |= flagged.reindex(out.index, fill_value=False).to_numpy()
-    out.loc[out["diverged"], "final_loss"] = math.nan
-    out["quantity"] = used
-    return out.reset_index()[cols]
-
-
-def best_lr(sweep: pd.DataFrame, at: str = "end") -> pd.DataFrame:
-    """Best learning rate per (setting, optimizer) of a grid search.
-
-    sweep : tidy (setting, optimizer, lr, seed, final_loss, diverged), e.g. from
-        :func:`final_loss`. A rate is eligible only if none of its seeds diverged; the
-        best eligible rate has the lowest final loss averaged over seeds.
-    at : ``"end"`` (the grid's horizon) or ``"half"``: the choice the same grid makes at half
-        its horizon, from ``final_loss_half`` and ``diverged_half``
-        (:func:`lintf.experiments.lr_sweep`); the same choice at both says that the horizon
-        is long enough for the choice to have settled.
-    Returns one row per (setting, optimizer): best_lr (NaN when every rate diverged),
-    final_loss (its mean over seeds), n_seeds, n_lrs, diverged_lrs (rates with any
-    diverged seed), diverged_runs (``(lr, seed)`` pairs that diverged).
-    """
-    check_choice("at", at, ("end", "half"))
-    if at == "half":
-        _check_frame("sweep", sweep, _RUN + ["final_loss_half", "diverged_half"])
-        sweep = sweep.drop(columns=["final_loss", "diverged"]).rename(
-            columns={"final_loss_half": "final_loss", "diverged_half": "diverged"})
-    _check_frame("sweep", sweep, _RUN + ["final_loss", "diverged"])
-    s = sweep.copy()
-    s["diverged"] = s["diverged"].astype(bool) | ~np.isfinite(s["final_loss"].astype(float))
-    rows = []
-    for (setting, opt), grp in s.groupby(["setting", "optimizer"], sort=True):
-        per_lr = grp.groupby("lr").agg(mean=("final_loss", "mean"), any_div=("diverged", "any"),
-                                       n=("seed", "nunique"))
-        ok = per_lr[~per_lr["any_div"]]
-        best = ok["mean"].idxmin() if len(ok) else math.nan
-        bad = grp[grp["diverged"]]
-        rows.append({"setting": setting, "optimizer": opt, "best_lr": best,
-                     "final_loss": ok["mean"].min() if len(ok) else math.nan,
-                     "n_seeds": int(per_lr.loc[best, "n"]) if len(ok) else 0,
-                     "n_lrs": len(per_lr),
-                     "diverged_lrs": tuple(float(v) for v in per_lr.index[per_lr["any_div"]]),
-                     "diverged_runs": tuple((float(a), int(b)) for a, b in zip(bad["lr"], bad["seed"]))})
-    return pd.DataFrame(rows, columns=["setting", "optimizer", "best_lr", "final_loss", "n_seeds",
-                                       "n_lrs", "diverged_lrs", "diverged_runs"])
 
 
 def _lr_map(lrs) -> dict[tuple[str, str], float]:
@@ -261,7 +167,7 @@ def noise_tails_per_seed(noise: pd.DataFrame, spectrum: pd.DataFrame | None = No
         the deviations ``g_B - g`` at that initialisation seed), or None (no null).
     Returns one row per (setting, seed): n_samples, kurtosis, hill, null_kurtosis,
     null_kurtosis_sd, null_hill, null_hill_sd, kurtosis_excess, hill_deficit (see
-    :func:`lintf.stats.tail_excess`; NaN null columns where the seed has no spectrum). The
+    :func:`lintf.book.stats.tail_excess`; NaN null columns where the seed has no spectrum). The
     Gaussian null of each (setting, seed) has its own random stream, fixed by ``seed``,
     the setting's name and the seed.
     """
@@ -270,7 +176,7 @@ def noise_tails_per_seed(noise: pd.DataFrame, spectrum: pd.DataFrame | None = No
         _check_frame("spectrum", spectrum, _EIGEN_COLUMNS)
     n_sims = check_int("n_sims", n_sims, minimum=2)
     seed = check_int("seed", seed, minimum=0)
-    from .measure import hill_index
+    from ..compute.measure import hill_index
     rows, notes, missing = [], [], []
     specs = {} if spectrum is None else {k: g.sort_values("index")["value"].to_numpy(dtype=float)
                                          for k, g in spectrum.groupby(["setting", "seed"], sort=True)}
@@ -310,7 +216,7 @@ def noise_tail_table(noise: pd.DataFrame, spectrum: pd.DataFrame | None = None, 
     Returns one row per setting: n_seeds, n_samples (total), kurtosis (observed excess
     kurtosis, mean over seeds), null_kurtosis (mean over seeds of the null's mean),
     kurtosis_excess (mean over seeds of observed - null), low, high (one-sided ``level``
-    bounds of the mean excess by :func:`lintf.stats.test` over seeds), hill (observed Hill
+    bounds of the mean excess by :func:`lintf.book.stats.test` over seeds), hill (observed Hill
     index, mean over seeds), null_hill, hill_deficit (null - observed).
     """
     level = _check_level(level)
@@ -333,7 +239,7 @@ def noise_tail_table(noise: pd.DataFrame, spectrum: pd.DataFrame | None = None, 
 
 def batch_spread(curve: pd.DataFrame, method: str = "diag") -> pd.DataFrame:
     """How much ``R_med`` moves with the evaluation batch: per setting, optimizer and batch
-    size of :func:`lintf.experiments.batch_size_curve`'s ``curve``, the largest over the
+    size of :func:`lintf.compute.experiments.batch_size_curve`'s ``curve``, the largest over the
     smallest value among the independent batches of that size (1: no dependence)."""
     _check_frame("curve", curve, ["setting", "optimizer", "size", "method", "value"])
     check_choice("method", method, ("eig", "diag"))
@@ -415,7 +321,7 @@ def condition_ratio_table(conditioning: pd.DataFrame, steps=(750, 1250), method:
     Returns one row per (setting, step): n_seeds, n_batches (per seed, the most), mean and
     std (ddof=1) over seeds of the per-seed ratio (the paper's statistic; a seed's ratio is
     ``exp`` of its mean log ratio over its batches), geo_mean (exp of the mean log ratio),
-    low/high (``exp`` of the one-sided ``level`` bounds of :func:`lintf.stats.test` on the
+    low/high (``exp`` of the one-sided ``level`` bounds of :func:`lintf.book.stats.test` on the
     per-seed log ratios), and batch_median, batch_min, batch_max: over batch index ``k``,
     the median, min and max of the table statistic on batch ``k`` alone (mean over seeds of
     the ratio on batch k; equal to ``mean`` for single-batch protocols); paper_mean and

@@ -81,7 +81,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import scipy.stats
 
-from .checks import check_choice, check_int
+from ..compute.checks import check_choice, check_int
 
 VERDICTS = ("holds", "does not hold", "inconclusive")
 SIDES = ("greater", "less")
@@ -365,7 +365,7 @@ def _seed_words(seed) -> tuple[int, ...]:
 
 @functools.lru_cache(maxsize=256)
 def _null_cached(lam_bytes: bytes, n_samples: int, n_sims: int, seed: tuple[int, ...]):
-    from .measure import hill_index
+    from ..compute.measure import hill_index
     lam = np.frombuffer(lam_bytes, dtype=float)
     root = np.sqrt(lam).astype(np.float32)
     rng = np.random.default_rng(list(seed))
@@ -393,7 +393,7 @@ def gaussian_norm_null(spectrum, n_samples: int, *, n_sims: int = 200, seed=0) -
     seed : an integer or a sequence of integers for ``numpy.random.default_rng``.
     Returns ``{"kurtosis": (n_sims,), "hill": (n_sims,)}``: per simulation the excess
     kurtosis (:func:`excess_kurtosis`) and the Hill tail index
-    (:func:`lintf.measure.hill_index`, default ``k``). Deterministic; cached.
+    (:func:`lintf.compute.measure.hill_index`, default ``k``). Deterministic; cached.
     """
     lam = _spectrum(spectrum)
     n_samples = check_int("n_samples", n_samples, minimum=3)
@@ -412,7 +412,7 @@ def tail_excess(norms, spectrum=None, *, n_sims: int = 200, seed=0, null: dict |
     null_kurtosis_mean`` and ``hill_deficit = null_hill_mean - hill``; both > 0 for tails
     heavier than Gaussian.
     """
-    from .measure import hill_index
+    from ..compute.measure import hill_index
     x = _finite("norms", norms)
     if x.size < 3:
         raise ValueError(f"norms must hold at least 3 values, got {x.size}")

@@ -1,6 +1,6 @@
 """The book's experiments: a setting and a scale in, tidy results out, computed once.
 
-Each function returns a :class:`lintf.store.Result` whose ``frames`` are tidy pandas
+Each function returns a :class:`lintf.compute.store.Result` whose ``frames`` are tidy pandas
 tables (with a ``setting`` column), served from the results store when its key (the whole
 configuration and the source of ``lintf``) matches, computed otherwise. Settings 1-3 feed
 four chapters; whichever chapter asks first computes them, the others read them. With
@@ -10,7 +10,7 @@ four chapters; whichever chapter asks first computes them, the others read them.
 - :func:`training`: SGDM and Adam from every seed; loss, gradient norm, directional
   smoothness, evaluation loss; parameter checkpoints.
 - :func:`conditioning`: exact float64 Hessians at the checkpoints and ``R_med`` both ways, on
-  an evaluation protocol (:data:`lintf.settings.EVAL_PROTOCOLS`); :func:`table_conditioning`,
+  an evaluation protocol (:data:`lintf.compute.settings.EVAL_PROTOCOLS`); :func:`table_conditioning`,
   the condition-number table's own many-seed experiment; :func:`batch_size_curve`, ``R_med``
   against the size of the evaluation batch.
 - :func:`gradient_noise`, :func:`noise_at_seeds`: ``||g_B - g||`` at initialisation, with the
@@ -38,7 +38,7 @@ from .engine import eval_batch as eval_batch_of
 from .optim import ALL_OPTIMIZERS, OPTIMIZERS, OptimConfig
 from .settings import EVAL_PROTOCOLS, Scale, Setting, default_scale, get_scale, get_setting, with_role
 from .store import ResultStore, provenance
-from .summaries import best_lr, final_loss
+from .reductions import best_lr, final_loss
 
 LR_CHOICES = ("default", "paper", "grid", "stable")
 """Which learning rates the main runs use: the defaults (the authors' README values where they
@@ -77,7 +77,7 @@ class MissingExperiment(LookupError):
 
     def __init__(self, kind: str, setting: str, scale: str, command: str):
         self.kind, self.setting, self.scale, self.command = kind, setting, scale, command
-        super().__init__(f"no stored {kind} results for {setting} at scale {scale!r} with this lintf source; "
+        super().__init__(f"no stored {kind} results for {setting} at scale {scale!r} with this lintf compute source; "
                          f"compute them with `{command}`")
 
 
@@ -101,15 +101,16 @@ class touched:
 
 
 def _missing(kind: str, setting: Setting, scale: Scale) -> MissingExperiment:
-    from .plan import compute_command
-    return MissingExperiment(kind, setting.name, scale.name, compute_command(kind, setting.name, scale))
+    # The whole plan's command: which chapter reads an experiment is the book's knowledge, and
+    # the compute side never imports the book side (``python -m lintf plan`` lists the chapters).
+    return MissingExperiment(kind, setting.name, scale.name, f"python -m lintf compute --scale {scale.name}")
 
 
 def _get(kind: str, config: dict, compute, setting: Setting, scale: Scale, store, cached_only: bool):
     """Serve ``kind`` from the store, computing it unless ``cached_only`` or ``LINTF_READ_ONLY=1``
     (then a missing result is a :class:`MissingExperiment`, a ``LookupError``: the scorecard and
     a read-only build read, they never recompute). The key also holds the backend
-    (``$LINTF_BACKEND``, :func:`lintf.fast.backend`), which every computation here follows."""
+    (``$LINTF_BACKEND``, :func:`lintf.compute.fast.backend`), which every computation here follows."""
     config = {**config, "backend": fast.backend()}
     store = store or ResultStore()
     if cached_only or read_only():
@@ -232,10 +233,10 @@ def precision_pair(setting, scale=None, *, lrs="paper", seeds=None, steps=None, 
     default Table 2's) from ``seeds`` for ``steps`` iterations (None: the scale's), once with
     ``precision="float32"`` and once with ``"float64"`` (two store entries), both with
     ``skip_nonfinite=0``: the raw arithmetic, in which a run is diverged at its first non-finite
-    step (the chapters' depth runs skip such steps, :attr:`lintf.settings.Setting.skip_nonfinite`).
+    step (the chapters' depth runs skip such steps, :attr:`lintf.compute.settings.Setting.skip_nonfinite`).
     ``seeds`` None: the first :data:`PAIR_SEEDS` of the setting's seeds (the pair explains; no
     claim is decided on it). A seed draws the same initialisation and batches in both
-    (:data:`lintf.engine.DTYPES`), so the runs differ by their arithmetic only.
+    (:data:`lintf.compute.engine.DTYPES`), so the runs differ by their arithmetic only.
 
     Returns frames ``history`` and ``runs`` of both (a ``precision`` column; history quantities
     ``loss``, ``grad_norm``, ``eval_loss``) and ``pairs``, one row per run (stored as kind
@@ -321,7 +322,7 @@ def _program(setting, scale, configs, seeds, steps, smoothness, dev, progress, c
 def grid_training(setting, scale=None, configs=None, *, seeds=None, steps=None, smoothness=None, clip=True,
                   device="auto", store=None, progress=None, cached_only=False):
     """:func:`training` of any list of ``(optimizer, lr)`` pairs (several rates per optimizer,
-    any of :data:`lintf.optim.ALL_OPTIMIZERS`) from every seed, one batched program; the same
+    any of :data:`lintf.compute.optim.ALL_OPTIMIZERS`) from every seed, one batched program; the same
     frames and tensors. clip : the setting's global-norm clipping (False: none)."""
     setting, scale = _resolve(setting, scale)
     if isinstance(configs, (str, bytes)) or not configs:
@@ -359,7 +360,7 @@ def ablation(setting, scale=None, *, optimizers=ALL_OPTIMIZERS, clip=True, seeds
              store=None, progress=None, cached_only=False):
     """Every optimizer of ``optimizers`` at its own best rate: the ablation chapter's runs.
 
-    The rate: the lowest mean final training loss (:func:`lintf.summaries.best_lr`) among the
+    The rate: the lowest mean final training loss (:func:`lintf.book.summaries.best_lr`) among the
     rates of :func:`ablation_grid` at which no seed of ``scale.sweep_seeds`` diverged in
     ``scale.ablation_sweep_steps`` iterations (one batched program; every rate diverged: the
     smallest). Then every optimizer at its rate from every one of ``seeds`` (None: the scale's)
@@ -367,7 +368,7 @@ def ablation(setting, scale=None, *, optimizers=ALL_OPTIMIZERS, clip=True, seeds
     directional smoothness. clip : the setting's global clipping (the paper's), or none.
 
     Returns ``(runs, best)``: the Result of the final runs (frames ``runs, history`` as
-    :func:`training`, checkpoints) and the grid's :func:`lintf.summaries.best_lr` table.
+    :func:`training`, checkpoints) and the grid's :func:`lintf.book.summaries.best_lr` table.
     """
     setting, scale = _resolve(setting, scale)
     if isinstance(optimizers, str) or not optimizers:
@@ -444,8 +445,8 @@ def training(setting, scale=None, *, lrs="default", seeds=None, steps=None, smoo
     points, sweep_steps : the grid of ``lrs="grid"`` (see :func:`learning_rates`).
 
     Returns a Result with frames ``runs`` and ``history`` (see
-    :class:`lintf.engine.TrainResult`, plus a ``setting`` column) and the checkpoints as
-    tensors (:meth:`lintf.engine.TrainResult.checkpoints_from_tensors`).
+    :class:`lintf.compute.engine.TrainResult`, plus a ``setting`` column) and the checkpoints as
+    tensors (:meth:`lintf.compute.engine.TrainResult.checkpoints_from_tensors`).
     """
     setting, scale = _resolve(setting, scale)
     seeds = check_seeds("seeds", scale.seeds_for(setting) if seeds is None else seeds)
@@ -466,8 +467,8 @@ def training(setting, scale=None, *, lrs="default", seeds=None, steps=None, smoo
 
 AT_CHOICES = ("table", "checkpoints")
 """Where :func:`conditioning` computes Hessians: the table's iterations
-(:attr:`lintf.settings.Scale.table_steps`, those the runs reach) or every checkpoint that
-:meth:`lintf.settings.Scale.hessian_steps_for` chooses (the R_med curves); or a list of steps."""
+(:attr:`lintf.compute.settings.Scale.table_steps`, those the runs reach) or every checkpoint that
+:meth:`lintf.compute.settings.Scale.hessian_steps_for` chooses (the R_med curves); or a list of steps."""
 
 
 def _hessian_steps(setting, scale, checkpoints, at) -> list[int]:
@@ -546,11 +547,11 @@ def conditioning(setting, scale=None, *, eval_batch=None, at="checkpoints", lrs=
                  smoothness=None, device="auto", store=None, progress=None, cached_only=False):
     """``R_med`` of the exact float64 Hessian, by eigenvalues and by the diagonal, of the runs
     of :func:`training` (same ``lrs, seeds, steps, smoothness``) at the steps ``at`` (:data:`AT_CHOICES`
-    or a list), on the evaluation protocol ``eval_batch`` (:data:`lintf.settings.EVAL_PROTOCOLS`;
+    or a list), on the evaluation protocol ``eval_batch`` (:data:`lintf.compute.settings.EVAL_PROTOCOLS`;
     None: the scale's ``eval_protocol``, the one claim 3 is decided on):
 
     - ``"fixed"``: the book's own evaluation batch of ``scale.batch_size`` prompts;
-    - ``"authors"``: the authors' batch (:func:`lintf.data.authors_prompts`, ``scale.eval_size``
+    - ``"authors"``: the authors' batch (:func:`lintf.compute.data.authors_prompts`, ``scale.eval_size``
       prompts, seed 99), shared by every seed and checkpoint: the paper's protocol;
     - ``"batches"``: ``scale.eval_batches`` independent batches of ``scale.eval_size`` prompts
       per seed (:func:`eval_chunks`), one row per batch;
@@ -809,7 +810,7 @@ def noise_at_seeds(setting, scale=None, *, seeds=None, device="auto", store=None
 
 
 VARIANT_ROLES = ("variant", "figure")
-"""Roles (:attr:`lintf.settings.Setting.role`) of the model variants the paper gives no learning
+"""Roles (:attr:`lintf.compute.settings.Setting.role`) of the model variants the paper gives no learning
 rates for: their grid has ``scale.variant_grid_points`` points."""
 VARIANTS = with_role(*VARIANT_ROLES)
 """The settings of :data:`VARIANT_ROLES` (softmax, separate Q/K, the large model)."""
@@ -831,10 +832,10 @@ def lr_sweep(setting, scale=None, *, points: int | None = None, steps: int | Non
     program.
 
     Frame ``sweep``: ``setting, optimizer, lr, seed, final_loss, diverged, diverged_step`` with
-    ``final_loss`` that of :func:`lintf.summaries.final_loss` on the training loss (the mean over
+    ``final_loss`` that of :func:`lintf.book.summaries.final_loss` on the training loss (the mean over
     the last 10% of steps; NaN if diverged), and ``final_loss_half``, ``diverged_half``: the same
     over the first half of the steps (whether the grid's choice is stable:
-    :func:`lintf.summaries.best_lr` with ``at="half"``).
+    :func:`lintf.book.summaries.best_lr` with ``at="half"``).
     """
     setting, scale = _resolve(setting, scale)
     dev = resolve_device(device)

@@ -1,4 +1,5 @@
-"""Save, reload and cache experiment results, keyed by configuration and by lintf's own source.
+"""Save, reload and cache experiment results, keyed by configuration and by the source of the
+compute side of lintf (:func:`compute_hash`): an edit to the book side never invalidates a result.
 
 A result is a dict of tidy pandas DataFrames (one row per setting, optimizer, lr, seed, step,
 quantity, with a ``value``) plus, optionally, a dict of torch tensors (parameter checkpoints).
@@ -40,7 +41,8 @@ from filelock import FileLock
 ENV_VAR = "LINTF_RESULTS"
 MANIFEST = "manifest.json"
 TENSORS = "tensors.pt"
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_COMPUTE_DIR = Path(__file__).resolve().parent   # lintf/compute: what a result's key holds
+_PACKAGE_DIR = _COMPUTE_DIR.parent                # lintf: recorded in each manifest, for provenance
 # Names become file and folder names: no separators, no leading dot (hidden entries are ours).
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _TMP = ".tmp-"      # prefix of half-written (or being-replaced) result folders
@@ -101,11 +103,21 @@ def _hash_tree(package_dir: Path) -> str:
 
 
 @functools.cache
-def source_hash() -> str:
-    """sha256 (64 hex digits) of the lintf package source, computed once per process.
+def compute_hash() -> str:
+    """sha256 (64 hex digits) of the compute side's source (every ``*.py`` of
+    :mod:`lintf.compute`), computed once per process.
 
-    Part of every config key, so that editing lintf never serves numbers from older code.
-    """
+    Part of every config key, so that an edit to the code that makes the numbers never serves
+    numbers from older code, while an edit to the book side (a caption, a verdict's wording, a
+    plot) leaves every stored result valid: the book side cannot change a stored number (a test
+    holds that no compute-side module imports it)."""
+    return _hash_tree(_COMPUTE_DIR)
+
+
+@functools.cache
+def source_hash() -> str:
+    """sha256 (64 hex digits) of the whole lintf package's source, computed once per process:
+    recorded in each manifest for provenance, never part of a key (:func:`compute_hash` is)."""
     return _hash_tree(_PACKAGE_DIR)
 
 
@@ -138,7 +150,7 @@ def _check_name(what: str, name) -> str:
 
 
 def config_key(name: str, config: dict) -> str:
-    """Stable sha256 key (64 hex digits) of ``name``, ``config`` and :func:`source_hash`.
+    """Stable sha256 key (64 hex digits) of ``name``, ``config`` and :func:`compute_hash`.
 
     ``config`` maps strings to str, int, float, bool, None or lists / tuples / dicts of them
     (a tuple and a list with the same items give the same key; dict order does not matter).
@@ -147,7 +159,7 @@ def config_key(name: str, config: dict) -> str:
     _check_name("name", name)
     if not isinstance(config, dict):
         raise TypeError(f"config must be a dict, got {config!r}")
-    payload = {"name": name, "config": _canonical(config, "config"), "source_hash": source_hash()}
+    payload = {"name": name, "config": _canonical(config, "config"), "compute_hash": compute_hash()}
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -210,7 +222,7 @@ def _lintf_version() -> str:
 def environment(device: str = "cpu") -> dict:
     """Where a result is computed, for its manifest: ``host``, ``torch`` and ``cuda`` versions,
     ``device`` (``"cpu"`` or ``"cuda"``), ``device_name`` (the GPU's name, else the CPU's) and
-    the ``precision`` flags in force (:func:`lintf.engine.precision_flags`)."""
+    the ``precision`` flags in force (:func:`lintf.compute.engine.precision_flags`)."""
     import platform
     import socket
 
@@ -226,26 +238,27 @@ def environment(device: str = "cpu") -> dict:
 
 def provenance(result: "Result") -> dict:
     """The provenance of a stored ``result`` from its manifest: ``kind``, ``created`` (ISO UTC),
-    ``host``, ``device``, ``device_name``, ``source_hash``, ``torch``, ``cuda``, ``precision``
-    (absent fields of older manifests are ``None``)."""
+    ``host``, ``device``, ``device_name``, ``compute_hash`` (the compute side's source, part of
+    the key), ``source_hash`` (the whole package's), ``torch``, ``cuda``, ``precision`` (absent
+    fields of older manifests are ``None``)."""
     try:
         manifest = json.loads((Path(result.path) / MANIFEST).read_bytes())
     except (OSError, ValueError):
         manifest = {}
-    keys = ("created", "host", "device", "device_name", "source_hash", "torch", "cuda", "precision")
+    keys = ("created", "host", "device", "device_name", "compute_hash", "source_hash", "torch", "cuda", "precision")
     return {"kind": manifest.get("name"), **{k: manifest.get(k) for k in keys}}
 
 
 FUNCTIONS = {"training": "training", "sweep": "lr_sweep", "conditioning": "conditioning",
              "curve": "batch_size_curve", "noise": "gradient_noise", "precision": "precision_pair"}
-"""The :mod:`lintf.experiments` function that makes each kind of stored result."""
+"""The :mod:`lintf.compute.experiments` function that makes each kind of stored result."""
 
 
 def provenance_sentence(records) -> str:
     """One caption sentence from provenance records (:func:`provenance` dicts, with ``scale``),
-    e.g. ``"Computed at scale ci on cpu (host, 2026-12-04 16:40 UTC), lintf source 1a2b3c4d, by
-    lintf.experiments.training."``; several records: their distinct values joined, the time
-    span of their creation."""
+    e.g. ``"Computed at scale ci on cpu (host, 2026-12-04 16:40 UTC), lintf compute source 1a2b3c4d,
+    by lintf.compute.experiments.training."``; several records: their distinct values joined,
+    the time span of their creation."""
     records = [r for r in (records or []) if r]
     if not records:
         return ""
@@ -257,14 +270,15 @@ def provenance_sentence(records) -> str:
     when = [datetime.datetime.fromisoformat(t).astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
             for t in (times[0], times[-1])] if times else []
     span = (when[0] if when[0] == when[1] else f"{when[0]} to {when[1]}") if when else "time unknown"
-    funcs = distinct("kind", lambda k: f"lintf.experiments.{FUNCTIONS.get(k, k)}")
+    funcs = distinct("kind", lambda k: f"lintf.compute.experiments.{FUNCTIONS.get(k, k)}")
     return (f"Computed at scale {distinct('scale') or 'unknown'} on {distinct('device') or 'unknown device'} "
-            f"({distinct('host') or 'host unknown'}, {span}), lintf source {distinct('source_hash', lambda h: h[:8])}"
+            f"({distinct('host') or 'host unknown'}, {span}), lintf compute source "
+            f"{distinct('compute_hash', lambda h: h[:8]) or 'unknown'}"
             f", by {funcs}.")
 
 
 class ResultStore:
-    """Results on disk, one folder per (name, config, lintf source) key.
+    """Results on disk, one folder per (name, config, compute source) key.
 
     ``root``: the store's directory (default :func:`results_dir`); created on first save.
     Raises ``ValueError`` if it exists and is not a directory.
@@ -349,7 +363,8 @@ class ResultStore:
                 # clone: a view would otherwise drag its whole storage onto disk
                 torch.save({k: v.detach().cpu().clone() for k, v in tensors.items()}, buffer)
                 files[TENSORS] = _write_file(tmp / TENSORS, buffer.getvalue())
-            manifest = {"name": name, "key": key, "config": config, "source_hash": source_hash(),
+            manifest = {"name": name, "key": key, "config": config, "compute_hash": compute_hash(),
+                        "source_hash": source_hash(),
                         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                         "lintf_version": _lintf_version(), "frames": list(frames), "files": files,
                         **environment(config.get("device", "cpu") if isinstance(config, dict) else "cpu")}
@@ -399,7 +414,7 @@ class ResultStore:
         """Delete stored results; return how many result folders were removed.
 
         ``name``: only results of that name (default: all). ``stale_only``: only those made by
-        another lintf source (or unreadable), i.e. those no key of the current code can reach.
+        another compute source (or unreadable), i.e. those no key of the current code can reach.
         Leftover temporary folders of killed writers are removed too.
         """
         if name is not None:
@@ -416,7 +431,7 @@ class ResultStore:
                 continue
             with self._lock(folder):
                 self._sweep_tmp(folder)
-                if not folder.is_dir() or (stale_only and self._source_of(folder) == source_hash()):
+                if not folder.is_dir() or (stale_only and self._source_of(folder) == compute_hash()):
                     continue
                 shutil.rmtree(folder)
                 removed += 1
@@ -425,6 +440,6 @@ class ResultStore:
     @staticmethod
     def _source_of(folder: Path) -> str | None:
         try:
-            return json.loads((folder / MANIFEST).read_bytes())["source_hash"]
+            return json.loads((folder / MANIFEST).read_bytes())["compute_hash"]
         except Exception:
             return None

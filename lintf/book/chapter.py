@@ -3,7 +3,7 @@ its figures, show its verdicts and glue their numbers into its prose.
 
 A chapter's first code cell after the ``parameters`` cell is::
 
-    p = lintf.chapter.parameters(scale=scale, device=device, seeds=seeds, steps=steps,
+    p = lintf.book.chapter.parameters(scale=scale, device=device, seeds=seeds, steps=steps,
                                  settings=settings, allowed=("setting1", "setting2", "setting3"))
 
 which raises a ``ValueError`` naming the bad parameter before any compute. Every number a
@@ -17,11 +17,11 @@ import re
 import warnings
 from dataclasses import dataclass
 
-from .checks import check_choice, check_int, check_seeds
-from .engine import resolve_device
+from ..compute.checks import check_choice, check_int, check_seeds
+from ..compute.engine import resolve_device
 from .stats import VERDICTS
-from .store import provenance_sentence
-from .settings import SETTINGS, Scale, Setting, default_scale, get_scale, get_setting
+from ..compute.store import provenance_sentence
+from ..compute.settings import SETTINGS, Scale, Setting, default_scale, get_scale, get_setting
 
 
 @dataclass(frozen=True)
@@ -35,9 +35,9 @@ class Parameters:
     settings: tuple
 
     def seeds_for(self, setting) -> tuple:
-        """The seeds ``setting``'s runs train (a setting name or a :class:`~lintf.settings.Setting`):
+        """The seeds ``setting``'s runs train (a setting name or a :class:`~lintf.compute.settings.Setting`):
         the chapter's ``seeds`` when given, else the scale's for the setting's role
-        (:meth:`lintf.settings.Scale.seeds_for`: the depth and covariate settings can have more)."""
+        (:meth:`lintf.compute.settings.Scale.seeds_for`: the depth and covariate settings can have more)."""
         if self.seeds is not None:
             return self.seeds
         return self.scale.seeds_for(setting if isinstance(setting, Setting) else get_setting(setting))
@@ -79,7 +79,7 @@ def parameters(*, scale=None, device="auto", seeds=None, steps=None, settings=()
                chapter: str | None = None, namespace: dict | None = None) -> Parameters:
     """Check a chapter's papermill parameters; ``ValueError``/``TypeError`` naming the bad one.
 
-    scale : ``"ci"``, ``"cpu"`` or ``"paper"`` (None: :func:`lintf.settings.default_scale`).
+    scale : ``"ci"``, ``"cpu"`` or ``"paper"`` (None: :func:`lintf.compute.settings.default_scale`).
     device : ``"auto"``, ``"cpu"``, ``"cuda"``. seeds : None or distinct integers >= 0.
     steps : None (the scale's) or an integer >= 1. settings : names among ``allowed``
         (default: every known setting).
@@ -214,7 +214,7 @@ NO_RATE_NOTES = ("noise_histogram", "lr_grid")
 initialisation trains nothing, and a learning-rate grid shows every rate."""
 
 BAND = "geometric mean over seeds, band from the lowest to the highest seed"
-"""What a curve figure does with the seeds (:func:`lintf.plots.loss_curves`, ``smoothness_curves``,
+"""What a curve figure does with the seeds (:func:`lintf.book.plots.loss_curves`, ``smoothness_curves``,
 ``rmed_curves``): the default ``summary`` of :func:`caption`."""
 
 
@@ -225,12 +225,12 @@ def caption(figure: str, settings, p: Parameters, *, what: str = "", steps: int 
     what the figure does with the seeds (None: nothing to say beyond ``what``). ``seeds``: the
     seeds the figure shows when they are not the chapter's training seeds (e.g. the
     condition-number table's). ``notes``: append the settings' notes on their learning rates
-    and clipping (:attr:`lintf.settings.Setting.note`), each after its setting's title when the
+    and clipping (:attr:`lintf.compute.settings.Setting.note`), each after its setting's title when the
     figure shows several settings; False for a figure that trains nothing
     (noise at initialisation) or trains at other rates than the settings' defaults.
     ``provenance``: the frame the figure plots (its ``attrs["provenance"]``) or those records
-    (:func:`lintf.store.provenance`): the caption ends with where its numbers come from
-    (:func:`lintf.store.provenance_sentence`)."""
+    (:func:`lintf.compute.store.provenance`): the caption ends with where its numbers come from
+    (:func:`lintf.compute.store.provenance_sentence`)."""
     objs = [get_setting(s) for s in _names(settings)]
     params = sorted({s.model.parametrization for s in objs})
     # the settings' own seeds (seeds_text: one group per set of seeds when their roles differ)
@@ -283,10 +283,10 @@ def rerun(chapter: str, example: str = "-p scale cpu") -> str:
 
 def ablation_options(optimizers=None, clip=True) -> tuple[tuple[str, ...], bool]:
     """Check the ablation chapter's ``optimizers`` (None: every one of
-    :data:`lintf.optim.ALL_OPTIMIZERS`; else distinct names among them, SGDM and Adam
+    :data:`lintf.compute.optim.ALL_OPTIMIZERS`; else distinct names among them, SGDM and Adam
     included: they are the gap's two ends) and ``clip`` (True: the paper's global clipping,
     False: none); ``ValueError``/``TypeError`` naming the bad one."""
-    from .optim import ALL_OPTIMIZERS
+    from ..compute.optim import ALL_OPTIMIZERS
     if optimizers is None:
         optimizers = ALL_OPTIMIZERS
     if isinstance(optimizers, str) or not isinstance(optimizers, (list, tuple)):
@@ -314,10 +314,10 @@ def choices(name: str, values, allowed) -> list:
 def figure(plot, frame, settings, p: Parameters, label: str, what: str = "", *, titles=None,
            steps: int | None = None, summary: str | None = BAND, seeds=None, notes: bool | None = None,
            **kwargs) -> None:
-    """Draw ``plot`` once per setting (:func:`lintf.plots.grid_of_settings`, ``kwargs`` passed
+    """Draw ``plot`` once per setting (:func:`lintf.book.plots.grid_of_settings`, ``kwargs`` passed
     on), show the figure, then its :func:`caption` (``seeds``, ``notes``: see there; ``notes``
-    None: False for :func:`lintf.plots.noise_histogram`, which trains nothing, and for
-    :func:`lintf.plots.lr_grid`, which shows every rate, else True).
+    None: False for :func:`lintf.book.plots.noise_histogram`, which trains nothing, and for
+    :func:`lintf.book.plots.lr_grid`, which shows every rate, else True).
     ``titles`` overrides the settings' titles."""
     import matplotlib.pyplot as plt
     from IPython.display import Markdown, display
@@ -367,7 +367,7 @@ def glue(name: str, value) -> None:
     from myst_nb import glue as myst_glue
 
     if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
-        raise ValueError(f"name must be lower-case letters, digits and underscores (see lintf.chapter.key), "
+        raise ValueError(f"name must be lower-case letters, digits and underscores (see lintf.book.chapter.key), "
                          f"got {name!r}")
     if hasattr(value, "item") and callable(value.item):  # numpy or torch scalar
         value = value.item()
@@ -395,7 +395,7 @@ def verdict_name(v) -> str:
 
 
 def glue_verdict(v, name: str | None = None) -> list[str]:
-    """Glue a :class:`lintf.claims.Verdict`'s numbers for the prose; return the keys.
+    """Glue a :class:`lintf.book.claims.Verdict`'s numbers for the prose; return the keys.
 
     ``name`` (default :func:`verdict_name`) is the verdict (``holds``, ``does not hold``,
     ``inconclusive``); ``name_stat``, ``name_low``, ``name_high`` its deciding statistic and
@@ -408,8 +408,8 @@ def glue_verdict(v, name: str | None = None) -> list[str]:
     statistic, bounds and verdict, or ``"untested: <reason>"``, for prose where a part may be
     untested) and, for log ratios, ``part_exp`` (the factor e^statistic); ``part_verdict``
     can also be ``untested``. In words: ``name_headline`` (the verdict and its deciding part,
-    :attr:`lintf.claims.Verdict.headline`), ``name_part`` (the deciding part), ``name_sentence``
-    (what was found, :attr:`lintf.claims.Verdict.sentence`), ``name_counts`` (the parts' verdicts
+    :attr:`lintf.book.claims.Verdict.headline`), ``name_part`` (the deciding part), ``name_sentence``
+    (what was found, :attr:`lintf.book.claims.Verdict.sentence`), ``name_counts`` (the parts' verdicts
     in English, e.g. "1 holds, 1 does not hold and 1 is untested"), ``name_parts_untested``.
     """
     name = name or verdict_name(v)

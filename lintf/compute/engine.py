@@ -18,8 +18,8 @@ float64 is then one lost step, not a lost run (the depth chapter).
 
 Speed (``benchmarks/bench_engine.py``). Every model is differentiated by hand, directional
 smoothness included: the plain linear model (``attention="linear"``, ``qk="joint"``, no front
-end; full or block parametrization) by :mod:`lintf.fast`, the variants (softmax, separate
-``W_K, W_Q``, the MLP front end) by :mod:`lintf.fast_variants`; backend ``"autograd"`` sends
+end; full or block parametrization) by :mod:`lintf.compute.fast`, the variants (softmax, separate
+``W_K, W_Q``, the MLP front end) by :mod:`lintf.compute.fast_variants`; backend ``"autograd"`` sends
 them all through autograd instead. On the CPU: each op runs on one thread (:data:`CPU_THREADS`); the runs are cut
 into chunks of about :data:`CHUNK_RUNS` that :data:`WORKERS` threads take in turn; the next
 step's batch is drawn and summarised in a background thread while this step computes; and
@@ -226,10 +226,10 @@ def seed_eval_batch(prompts: Prompts, seeds, batch_size: int, *, device=None, dt
 
 
 DTYPES = (torch.float32, torch.float64)
-"""The arithmetic a program trains in (:attr:`lintf.settings.Setting.precision`). Whatever the
+"""The arithmetic a program trains in (:attr:`lintf.compute.settings.Setting.precision`). Whatever the
 dtype, a run's random numbers (initialisation, batches, evaluation batch) are drawn in float32
 and then cast, so that a seed is the same run in either precision and only the arithmetic
-differs (:func:`lintf.experiments.precision_pair` compares the two)."""
+differs (:func:`lintf.compute.experiments.precision_pair` compares the two)."""
 
 
 def check_dtype(dtype) -> torch.dtype:
@@ -323,12 +323,12 @@ class TrainResult:
 
     @classmethod
     def from_result(cls, result) -> "TrainResult":
-        """A stored training result (:class:`lintf.store.Result` with frames ``runs``,
-        ``history`` and the checkpoints as tensors, as :func:`lintf.experiments.training`
+        """A stored training result (:class:`lintf.compute.store.Result` with frames ``runs``,
+        ``history`` and the checkpoints as tensors, as :func:`lintf.compute.experiments.training`
         returns) as a :class:`TrainResult`."""
         frames = getattr(result, "frames", None)
         if not isinstance(frames, dict) or not {"runs", "history"} <= set(frames):
-            raise TypeError(f"result must be a lintf.store.Result with frames 'runs' and 'history', got {result!r}")
+            raise TypeError(f"result must be a lintf.compute.store.Result with frames 'runs' and 'history', got {result!r}")
         return cls(runs=frames["runs"], history=frames["history"],
                    checkpoints=cls.checkpoints_from_tensors(result.tensors))
 
@@ -350,13 +350,13 @@ class TrainResult:
 
     def run_params(self, step: int, optimizer: str, seed: int, lr: float | None = None) -> dict:
         """The parameters ``{name: tensor (*shape)}`` of one run (:meth:`run_index`) at the
-        checkpoint ``step``, ready for :func:`lintf.measure.hessian`."""
+        checkpoint ``step``, ready for :func:`lintf.compute.measure.hessian`."""
         i = self.run_index(optimizer, seed, lr)
         return {k: v[i] for k, v in self.params_at(step).items()}
 
     def per_run(self, values, name: str = "value") -> pd.DataFrame:
         """``runs`` with one more column ``name`` holding ``values`` (one per run, in row
-        order, e.g. :func:`lintf.measure.robust_condition` of the Hessians of
+        order, e.g. :func:`lintf.compute.measure.robust_condition` of the Hessians of
         ``params_at(step)``, shape ``(R,)``): a per-run tensor labelled by its runs."""
         values = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values)
         if values.shape != (len(self.runs),):
@@ -401,21 +401,21 @@ def train(model: Model, prompts: Prompts, configs, seeds, *, steps: int, batch_s
     Parameters
     ----------
     model, prompts : what is trained, on which data.
-    configs : list of ``(optimizer, lr)``, optimizer in :data:`lintf.optim.ALL_OPTIMIZERS`.
+    configs : list of ``(optimizer, lr)``, optimizer in :data:`lintf.compute.optim.ALL_OPTIMIZERS`.
     seeds : distinct integers; a seed fixes the initialisation and the batch stream.
     steps : iterations ``T``; ``batch_size``: fresh prompts per step ``B``.
     eval_every, eval_size : cadence and size of the fixed evaluation batch (seed 99).
     checkpoint_every : keep the parameters every this many steps (and at the end); None: never.
     record_smoothness : also record the directional smoothness ``u^T H(x_t) u`` along the
-        normalised update ``u``, on the step's own batch (:func:`lintf.fast_variants.curvature`,
-        or :func:`lintf.measure.directional_smoothness` under backend ``"autograd"``), at every
+        normalised update ``u``, on the step's own batch (:func:`lintf.compute.fast_variants.curvature`,
+        or :func:`lintf.compute.measure.directional_smoothness` under backend ``"autograd"``), at every
         ``smoothness_every``-th step (1: every step, as the paper).
     device : ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``.
     dtype : the arithmetic, ``torch.float32`` or ``torch.float64`` (:data:`DTYPES`); the random
         numbers are float32 draws either way, so a seed is the same run in both.
-    backend : how the gradient is computed, :data:`lintf.fast.BACKENDS`: ``"autograd"``
-        through :mod:`lintf.model` for every model, ``"fast"`` and ``"auto"`` by hand
-        (:mod:`lintf.fast`, :mod:`lintf.fast_variants`: every model); None:
+    backend : how the gradient is computed, :data:`lintf.compute.fast.BACKENDS`: ``"autograd"``
+        through :mod:`lintf.compute.model` for every model, ``"fast"`` and ``"auto"`` by hand
+        (:mod:`lintf.compute.fast`, :mod:`lintf.compute.fast_variants`: every model); None:
         ``$LINTF_BACKEND``, else ``"auto"``. The same numbers to float32 rounding (tested).
     skip_nonfinite : 0 (default): a run whose minibatch loss or gradient is non-finite is
         diverged at that step and frozen. ``k > 0``: such a step is skipped (parameters and
@@ -435,7 +435,7 @@ def train(model: Model, prompts: Prompts, configs, seeds, *, steps: int, batch_s
     eval_size = check_int("eval_size", eval_size)
     smoothness_every = check_int("smoothness_every", smoothness_every)
     if not isinstance(optim_config, optim.OptimConfig):
-        raise TypeError(f"optim_config must be a lintf.optim.OptimConfig, got {type(optim_config).__name__}")
+        raise TypeError(f"optim_config must be a lintf.compute.optim.OptimConfig, got {type(optim_config).__name__}")
     if checkpoint_every is not None:
         checkpoint_every = check_int("checkpoint_every", checkpoint_every)
     if prompts.d != model.d:
@@ -455,8 +455,8 @@ def train(model: Model, prompts: Prompts, configs, seeds, *, steps: int, batch_s
 class _Program:
     """Loss, gradient and directional smoothness of every run, ``(K, S)`` runs at a time.
 
-    With ``hand`` (backend ``fast`` or ``auto``) through :mod:`lintf.fast_variants` (the plain
-    model: :mod:`lintf.fast`) in chunks of configurations (a batch is prepared once per seed and
+    With ``hand`` (backend ``fast`` or ``auto``) through :mod:`lintf.compute.fast_variants` (the plain
+    model: :mod:`lintf.compute.fast`) in chunks of configurations (a batch is prepared once per seed and
     shared by the chunks); otherwise through autograd on the model, one graph per worker
     thread (the configurations split between them).
     """

@@ -1,4 +1,4 @@
-"""The measurements of the paper's Secs. 2-3 (the book's chapters on noise, conditioning and smoothness), on the parameters of :class:`lintf.model.Model`.
+"""The measurements of the paper's Secs. 2-3 (the book's chapters on noise, conditioning and smoothness), on the parameters of :class:`lintf.compute.model.Model`.
 
 - **Directional smoothness** ``u^T H u`` along ``u = direction / ||direction||``, every
   training step: the second derivative of ``loss(params + e u)`` at ``e = 0``.
@@ -172,13 +172,13 @@ def hessian(model, params, Z, y, *, dtype=torch.float64, chunk: int = 16, prompt
     Returns ``(..., p, p)`` with ``p = model.num_params`` (150 for the book's base model, 216 in
     the full parametrization), in units
     of loss per squared parameter unit; runs are done one after another. The plain linear
-    model goes through :func:`lintf.fast.hessian` (the hand-written second-order adjoint,
-    ``prompt_chunk`` prompts at a time, default :data:`lintf.fast.PROMPT_CHUNK`: memory
-    bounded, time linear in ``B``), the variants through :func:`lintf.fast_variants.hessian`
+    model goes through :func:`lintf.compute.fast.hessian` (the hand-written second-order adjoint,
+    ``prompt_chunk`` prompts at a time, default :data:`lintf.compute.fast.PROMPT_CHUNK`: memory
+    bounded, time linear in ``B``), the variants through :func:`lintf.compute.fast_variants.hessian`
     (forward mode over their hand-written gradient; the nonlinear setting's Hessian, 320
     parameters on 1000 prompts: 3.5 s against 8.9 s by double backward on 2 threads);
     ``_hessian_one_run`` (double backward through autograd) is the reference the tests compare
-    both with. ``backend`` (:data:`lintf.fast.BACKENDS`; None: ``$LINTF_BACKEND``, else
+    both with. ``backend`` (:data:`lintf.compute.fast.BACKENDS`; None: ``$LINTF_BACKEND``, else
     ``"auto"``): ``"autograd"`` sends every model through double backward.
 
     Measured (book's base model, block, 150 parameters, one run, float64, 2 threads on the
@@ -282,7 +282,7 @@ def gradient_noise(model, params, sample, *, num_batches: int, batch_size: int, 
         :meth:`Model.flatten` order, ``(num_batches, p)``: what a Gaussian null of the same
         covariance needs (claim 2).
 
-    backend : :data:`lintf.fast.BACKENDS` (None: ``$LINTF_BACKEND``, else ``"auto"``).
+    backend : :data:`lintf.compute.fast.BACKENDS` (None: ``$LINTF_BACKEND``, else ``"auto"``).
 
     Returns ``(num_batches,)`` in the dtype of ``params`` (prompts are cast to it), or the
     pair ``(norms, deviations)``.

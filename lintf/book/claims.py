@@ -1,26 +1,26 @@
-"""The paper's claims (declared in :mod:`lintf.registry`), decided from our own numbers.
+"""The paper's claims (declared in :mod:`lintf.book.registry`), decided from our own numbers.
 
 Every claim is a function of tidy results that returns a :class:`Verdict`. The rule that
 decides it is written in its docstring and fixed before looking at any result, and every
-verdict goes through one decision rule, :mod:`lintf.stats`:
+verdict goes through one decision rule, :mod:`lintf.book.stats`:
 
 * each part of a claim reduces the data to **one number per seed** (a seed is the
   independent unit: its own initialisation, data stream and evaluation batches; numbers
   that compare two settings or two optimizers are paired by seed);
-* the part is decided by :func:`lintf.stats.test`, an exact sign-flip test of the mean of
+* the part is decided by :func:`lintf.book.stats.test`, an exact sign-flip test of the mean of
   those numbers against the claimed side of a threshold: ``holds`` when the one-sided 95%
   lower bound ``low`` is above the threshold, ``does not hold`` when the upper bound
   ``high`` is below it, ``inconclusive`` otherwise. Each error is at most 5% under a null
   symmetric about the threshold; with 4 seeds or fewer no part can be decided (the smallest
   attainable p-value is ``1/2^n``) and the part is untested;
-* the claim is decided by :func:`lintf.stats.combine`: it holds when every part holds; it
+* the claim is decided by :func:`lintf.book.stats.combine`: it holds when every part holds; it
   does not hold when a part's "does not hold" survives Holm's step-down over the parts
   (so with ``m`` parts a refutation needs a part with ``p <= 0.05 / m``: 6 seeds, whose
   smallest p-value is 1/64, can refute a claim of at most 3 parts); else inconclusive;
 * diverged runs (non-finite loss) are left out and counted in the evidence (claim 6 makes
   the parts that need a diverged depth untested instead); a part whose settings are missing
-  from the data, or that has fewer seeds than :func:`lintf.stats.min_seeds`, is **untested**
-  (never guessed, never shown as a decision): it enters :func:`lintf.stats.combine` as
+  from the data, or that has fewer seeds than :func:`lintf.book.stats.min_seeds`, is **untested**
+  (never guessed, never shown as a decision): it enters :func:`lintf.book.stats.combine` as
   ``None``, so its claim is at best inconclusive and the part's p-value 1 stays in Holm's
   family;
 * each verdict says what was found: :attr:`Verdict.headline` names the deciding part with
@@ -29,11 +29,11 @@ verdict goes through one decision rule, :mod:`lintf.stats`:
 The guarantee rests on symmetry: each error is at most 5% when a part's per-seed numbers are
 symmetric about the threshold under the null (paired comparisons: exchangeable optimizers or
 settings), not for any distribution with its mean at the threshold; and the eight claims are
-eight separate decisions, with no control of the error across them (:mod:`lintf.stats`).
+eight separate decisions, with no control of the error across them (:mod:`lintf.book.stats`).
 
 Loss comparisons use the natural log of the *final loss* of a run: the mean of the last
 10% of its recorded ``seed_eval_loss`` values (the loss on the seed's own evaluation batch,
-:func:`lintf.engine.seed_eval_batch`; ``eval_loss``, the batch shared by every seed, for
+:func:`lintf.compute.engine.seed_eval_batch`; ``eval_loss``, the batch shared by every seed, for
 results without it; ``loss`` when neither was recorded), so a difference of logs is the log
 of a ratio of losses.
 
@@ -55,17 +55,17 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .checks import check_choice, check_int
+from ..compute.checks import check_choice, check_int
 from .stats import VERDICTS
-from .summaries import (_EIGEN_COLUMNS, OPTIMIZERS, _RUN, _cat, _check_frac, _check_frame, _check_level,
-                        _common_horizon, _diverged_note, _final, _log_ratios, _paired, _paired_log, _present,
-                        _slope, _stable_seed, best_lr, condition_ratio_table, final_loss, noise_tail_table,
+from ..compute.reductions import _RUN, _check_frac, final_loss
+from .summaries import (_EIGEN_COLUMNS, OPTIMIZERS, _cat, _check_frame, _check_level, _common_horizon, _diverged_note,
+                        _final, _log_ratios, _paired, _paired_log, _present, _slope,
                         noise_tails_per_seed)
 
 
 def __getattr__(name: str):
     """``CLAIMS``: ``{number: statement}`` of the paper's claims, a view of
-    :data:`lintf.registry.REGISTRY`, where each claim is declared once (read lazily: the
+    :data:`lintf.book.registry.REGISTRY`, where each claim is declared once (read lazily: the
     registry imports this module)."""
     if name == "CLAIMS":
         from .registry import REGISTRY
@@ -74,7 +74,7 @@ def __getattr__(name: str):
 
 
 def _statement(claim: int) -> str:
-    """Claim ``claim``'s statement, from :data:`lintf.registry.REGISTRY`."""
+    """Claim ``claim``'s statement, from :data:`lintf.book.registry.REGISTRY`."""
     from .registry import REGISTRY
     return REGISTRY[claim].statement if claim in REGISTRY else f"claim {claim}"
 
@@ -164,9 +164,9 @@ def _loss_quantity(history: pd.DataFrame, quantity: str | None) -> str:
 VERDICT_COLORS = {"holds": "#0173B2", "does not hold": "#D55E00", "inconclusive": "#7F7F7F"}
 """One colour per verdict, for every badge and figure of the book."""
 PART_VERDICTS = VERDICTS + ("untested",)
-"""What a part of a claim can be: decided (:data:`lintf.stats.VERDICTS`), or ``untested`` (no
-data, every run diverged, or fewer seeds than :func:`lintf.stats.min_seeds`). An untested part
-enters :func:`lintf.stats.combine` as ``None``: its claim can then at best be inconclusive."""
+"""What a part of a claim can be: decided (:data:`lintf.book.stats.VERDICTS`), or ``untested`` (no
+data, every run diverged, or fewer seeds than :func:`lintf.book.stats.min_seeds`). An untested part
+enters :func:`lintf.book.stats.combine` as ``None``: its claim can then at best be inconclusive."""
 _COUNT_WORDS = {"holds": ("holds", "hold"), "does not hold": ("does not hold", "do not hold"),
                 "inconclusive": ("is inconclusive", "are inconclusive"), "untested": ("is untested", "are untested"),
                 "not computed": ("is not computed", "are not computed")}
@@ -301,14 +301,14 @@ def _says(name: str, says) -> tuple[str, str]:
 def part_id(*words) -> str:
     """A part's stable id from ``words``: lower case, every run of other characters than letters
     and digits one underscore (``part_id("heavy", "setting1")`` is ``"heavy_setting1"``). Glue
-    keys are built from it (:func:`lintf.chapter.glue_verdict`), never from the part's label."""
+    keys are built from it (:func:`lintf.book.chapter.glue_verdict`), never from the part's label."""
     return "_".join(re.sub(r"[^a-z0-9]+", "_", str(w).lower()).strip("_") for w in words)
 
 
 def _part(name: str, values, level: float, threshold: float = 0.0, side: str = "greater",
           what: str = "", extra: str = "", says=None, pid: str | None = None) -> dict:
-    """One part decided by :func:`lintf.stats.test` on its per-seed ``values``; untested
-    (:func:`_untested`) when there are fewer than :func:`lintf.stats.min_seeds` values, which
+    """One part decided by :func:`lintf.book.stats.test` on its per-seed ``values``; untested
+    (:func:`_untested`) when there are fewer than :func:`lintf.book.stats.min_seeds` values, which
     no outcome could decide. ``says``: (what the part claims, its reverse), in words. ``pid``:
     the part's stable id (:func:`part_id`; None: from ``name``), the same as
     :func:`lintf.book.design` states in advance."""
@@ -326,7 +326,7 @@ def _part(name: str, values, level: float, threshold: float = 0.0, side: str = "
 def _untested(name: str, reason: str, threshold: float = 0.0, side: str = "greater", what: str = "",
               says=None, n: int = 0, pid: str | None = None) -> dict:
     """A part that could not be tested (no data, a diverged depth, too few seeds): verdict
-    ``untested``, no statistic; it enters :func:`lintf.stats.combine` as ``None``."""
+    ``untested``, no statistic; it enters :func:`lintf.book.stats.combine` as ``None``."""
     return {"id": pid or part_id(name), "part": name, "statistic": math.nan, "low": math.nan, "high": math.nan,
             "p_greater": math.nan, "p_less": math.nan, "threshold": float(threshold), "side": side, "n": int(n),
             "verdict": "untested", "what": what, "extra": reason, "_test": None, "_says": _says(name, says)}
@@ -418,8 +418,8 @@ def claim1(history: pd.DataFrame, settings=None, quantity: str | None = None, fr
 
     Rule: in each setting, per seed, ``d = log final_loss(SGDM) - log final_loss(Adam)``
     (final loss: :func:`final_loss`; seeds where either run diverged are dropped). The
-    part holds when :func:`lintf.stats.test` of ``d`` > 0 holds. The claim is
-    :func:`lintf.stats.combine` of the settings' parts.
+    part holds when :func:`lintf.book.stats.test` of ``d`` > 0 holds. The claim is
+    :func:`lintf.book.stats.combine` of the settings' parts.
     settings : the settings to test (default: every one in ``history``).
     """
     level = _check_level(level)
@@ -455,8 +455,8 @@ def claim2(noise: pd.DataFrame, spectrum: pd.DataFrame, heavy=DEFAULT_SETTINGS, 
     depends on the covariance), so "heavy-tailed" is judged against the **Gaussian null of
     the measured covariance**: per (setting, seed), ``kurtosis_excess`` = observed excess
     kurtosis of the norms minus its mean over ``n_sims`` simulated samples of as many
-    norms of ``N(0, Sigma)`` vectors with Sigma's eigenvalues (:func:`lintf.stats.tail_excess`).
-    Parts, each by :func:`lintf.stats.test` on one number per seed:
+    norms of ``N(0, Sigma)`` vectors with Sigma's eigenvalues (:func:`lintf.book.stats.tail_excess`).
+    Parts, each by :func:`lintf.book.stats.test` on one number per seed:
     (a) each setting in ``heavy``: ``kurtosis_excess`` > 0;
     (b) ``tails['gamma']`` against ``tails['sphere']`` and ``tails['gaussian']``: per seed
         difference of ``kurtosis_excess`` between the two settings (paired by seed) > 0;
@@ -523,7 +523,7 @@ def claim3(conditioning: pd.DataFrame, settings=None, steps=(750, 1250), method:
     (same seed, ``method``); for ``eval_batch="batches"`` a seed's ``r`` is the mean over
     its batches (each seed has its own independent batches, so seeds stay i.i.d. units and
     both seeds and batches count as random). Parts, each at every step in ``steps`` and
-    each by :func:`lintf.stats.test` > 0 on one number per seed:
+    each by :func:`lintf.book.stats.test` > 0 on one number per seed:
     (a) every setting (default: all present): ``r``;
     (b) ``tails['gamma']`` minus ``tails['sphere']`` and minus ``tails['gaussian']``: per
         seed difference of ``r`` (paired by seed);
@@ -610,7 +610,7 @@ def claim4(history: pd.DataFrame, settings=None, quantity: str | None = None, fr
     Per run: mean over all recorded steps of log directional smoothness (non-positive
     values, where the log is undefined, are dropped and counted). Per setting, per seed:
     ``d = mean log smoothness(SGDM) - mean log smoothness(Adam)``; the part holds when
-    :func:`lintf.stats.test` of ``d`` > 0 holds. All settings (default: every one with
+    :func:`lintf.book.stats.test` of ``d`` > 0 holds. All settings (default: every one with
     smoothness records) are parts. Diverged runs are dropped.
     """
     level = _check_level(level)
@@ -656,18 +656,18 @@ def claim5(history: pd.DataFrame, settings=None, optimizer: str = "adam", max_st
     """Claim 5: smoothness grows with gradient norm (Fig 16).
 
     Per seed of ``optimizer`` (Adam, as the paper), over steps ``< max_step`` where both
-    are finite and smoothness > 0: :func:`lintf.stats.detrended_spearman` of log gradient
+    are finite and smoothness > 0: :func:`lintf.book.stats.detrended_spearman` of log gradient
     norm (pre-clipping) and log directional smoothness, each detrended by its centred
-    rolling median over ``window`` recorded points (default :func:`lintf.stats.default_window`
+    rolling median over ``window`` recorded points (default :func:`lintf.book.stats.default_window`
     of the seed's usable steps: 21, fewer for short series), since both fall or rise along
-    training, which alone would correlate them. Per setting the part holds when :func:`lintf.stats.test`
+    training, which alone would correlate them. Per setting the part holds when :func:`lintf.book.stats.test`
     of the per-seed correlations > 0 holds; all settings (default: every one with
     smoothness records) are parts. Diverged runs are dropped. ``details["data"]`` also
     holds the plain Spearman correlation (``spearman_raw``).
 
     norm : the gradient norm compared with the smoothness: ``"grad_norm_probe"`` (default
         when recorded: the norm at the same point on an independent probe batch,
-        :func:`lintf.engine.probe_stream`) or ``"grad_norm"`` (the training minibatch's, the
+        :func:`lintf.compute.engine.probe_stream`) or ``"grad_norm"`` (the training minibatch's, the
         batch the smoothness is measured on). On one batch the two co-fluctuate through the
         batch alone (a batch with large residuals has both a large gradient and a large
         curvature along the step), which is not the paper's link: with constant true curvature
@@ -739,7 +739,7 @@ def claim6(history: pd.DataFrame, depths: Mapping = DEPTHS, quantity: str | None
     (a) least-squares slope over ``L`` of ``gap = log final_loss(SGDM) - log
         final_loss(Adam)`` > 0;
     (b) for each optimizer: slope over ``L`` of log final loss < 0;
-    each by :func:`lintf.stats.test` on the per-seed slopes. A depth whose runs diverged at
+    each by :func:`lintf.book.stats.test` on the per-seed slopes. A depth whose runs diverged at
     those rates makes the parts that need it (the gap, and that optimizer's loss)
     inconclusive, with the count in the evidence: a diverged run is never averaged away.
     """
@@ -803,7 +803,7 @@ def claim7(history: pd.DataFrame, light: str = TAILS["sphere"], reference: str =
     ``reference`` is the gamma setting, the paper's comparison in Fig 9; ``gaussian`` the
     gaussian Setting 1 (None: not compared). The settings are compared at the last
     iteration all of them reached. With ``gap = log(final SGDM / final Adam)`` per seed,
-    parts by :func:`lintf.stats.test` on one number per seed (paired by seed):
+    parts by :func:`lintf.book.stats.test` on one number per seed (paired by seed):
     (a) for each optimizer: ``log loss(reference) - log loss(light)`` > 0;
     (b) the relative gap is not closed: ``gap(light) - GAP_KEPT * gap(reference)`` > 0,
         i.e. at least half (``GAP_KEPT = 1/2``, fixed here) of the reference's log gap
@@ -873,7 +873,7 @@ def claim8(history: pd.DataFrame, linear: str = ATTENTION["linear"], softmax: st
     "adam"): b}``, each variant's own best rate; without it, the only rate present or the
     best non-diverged one). For each optimizer run on both settings: per seed ``d = log
     final_loss(softmax) - log final_loss(linear)`` (same optimizer, same seed); the part
-    holds when :func:`lintf.stats.test` of ``d`` > 0 holds.
+    holds when :func:`lintf.book.stats.test` of ``d`` > 0 holds.
     """
     level = _check_level(level)
     optimizers = tuple(check_choice("optimizers[i]", o, OPTIMIZERS) for o in optimizers)
@@ -915,7 +915,7 @@ def _ablation_logs(history, runs, frac):
 def _fraction_bounds(closed: np.ndarray, gap: np.ndarray, level: float) -> tuple[float, float]:
     """Bounds of the share ``theta`` of the gap closed, by the decision rule inverted: the
     ``theta`` at which the sign-flip test's one-sided bounds of ``mean(closed - theta gap)`` cross
-    0 (Fieller's construction with :func:`lintf.stats.test`); NaN unless every gap is > 0."""
+    0 (Fieller's construction with :func:`lintf.book.stats.test`); NaN unless every gap is > 0."""
     if closed.size < 2 or not (gap > 0).all():
         return math.nan, math.nan
 
@@ -936,7 +936,7 @@ def gap_closed(history: pd.DataFrame, runs: pd.DataFrame | None = None, frac: fl
     """The share of the SGDM-Adam gap each optimizer closes, per setting.
 
     Per seed, ``gap = log L(sgdm) - log L(adam)`` and ``closed = log L(sgdm) - log L(o)``
-    (``L`` the final loss, :func:`lintf.summaries.final_loss`); the share is
+    (``L`` the final loss, :func:`lintf.book.summaries.final_loss`); the share is
     ``mean(closed) / mean(gap)`` (0: no better than SGDM, 1: as good as Adam), with one-sided
     ``level`` bounds by :func:`_fraction_bounds`. Returns one row per (setting, optimizer):
     n_seeds, final_loss (geometric mean over seeds) with loss_low, loss_high (``exp`` of the
@@ -988,14 +988,14 @@ def hypothesis(key: str, history: pd.DataFrame, runs: pd.DataFrame | None = None
     """Decide the ablation's hypothesis ``key`` (:data:`HYPOTHESES`) by the claims' rule.
 
     Rule, per setting and seed, with ``log L(o)`` the log final loss of optimizer ``o``
-    (:func:`lintf.summaries.final_loss`, diverged runs dropped):
+    (:func:`lintf.book.summaries.final_loss`, diverged runs dropped):
 
     - A1: ``[log L(sgdm) - log L(signsgd)] - 0.5 [log L(sgdm) - log L(adam)] > 0``;
     - A2: ``log L(adam_b2_0.999) - log L(adam) > log 0.9`` (:data:`A2_MARGIN`);
     - A3: ``log L(normsgd) - log L(signsgd) > 0``.
 
-    Each setting is one part decided by :func:`lintf.stats.test`; the hypothesis is
-    :func:`lintf.stats.combine` of its settings' parts, like a claim.
+    Each setting is one part decided by :func:`lintf.book.stats.test`; the hypothesis is
+    :func:`lintf.book.stats.combine` of its settings' parts, like a claim.
     """
     check_choice("key", key, HYPOTHESES)
     level = _check_level(level)

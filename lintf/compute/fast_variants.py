@@ -2,7 +2,7 @@
 ``W_K, W_Q`` and the nonlinear setting's MLP front end, batched over runs (the engine's
 backends ``"fast"`` and ``"auto"``, :func:`use`).
 
-Every :class:`lintf.model.Model` is three stages, each differentiated by hand here:
+Every :class:`lintf.compute.model.Model` is three stages, each differentiated by hand here:
 
 1. the front end (``frontend="mlp"``): every token's x-part through
    ``Linear(d, h) -> ReLU -> Linear(h, d)``, per run, as two matrix products on the token rows
@@ -11,7 +11,7 @@ Every :class:`lintf.model.Model` is three stages, each differentiated by hand he
 2. the full ``P, Q`` of eq. (7) from the trained tensors (:meth:`Model.to_PQ`): the block
    parametrization pads, separate key and query matrices give ``Q = W_K^T W_Q``, whose
    gradients are ``g_{W_K} = W_Q g_Q^T`` and ``g_{W_Q} = W_K g_Q``;
-3. the attention layers: linear attention through :mod:`lintf.fast` (the prompts' context
+3. the attention layers: linear attention through :mod:`lintf.compute.fast` (the prompts' context
    moments ``A0 = Z M Z^T`` and query columns, its eqs. F1-F5); softmax attention by
    :func:`_softmax_forward` and :func:`_softmax_backward` below, forward and backward of one
    block of :data:`SOFTMAX_BLOCK` prompts at a time (:func:`_softmax_loss_and_grad`).
@@ -32,16 +32,16 @@ forward and four backward, and two elementwise passes over ``N x N`` (``exp``, a
 Jacobian's product).
 
 ``tests/test_fast_variants.py`` checks the loss and the gradient of every variant against
-autograd through :func:`lintf.model.Model.loss` in float64, and the engine's hand-written
+autograd through :func:`lintf.compute.model.Model.loss` in float64, and the engine's hand-written
 path against its autograd path.
 
-The exact Hessian (:func:`hessian`, what :func:`lintf.measure.hessian` computes for every
+The exact Hessian (:func:`hessian`, what :func:`lintf.compute.measure.hessian` computes for every
 variant) is forward-mode differentiation of the hand-written gradient along basis vectors; a
 front end before linear attention needs it for its own rows only, the attention's block being
-:func:`lintf.fast.hessian` on the embedded prompts' summaries.
+:func:`lintf.compute.fast.hessian` on the embedded prompts' summaries.
 
 The directional smoothness ``v^T H v`` (:func:`curvature`) of linear attention, any ``Q`` and
-front end, is the Taylor arithmetic of :func:`lintf.fast.curvature`, which the front end enters
+front end, is the Taylor arithmetic of :func:`lintf.compute.fast.curvature`, which the front end enters
 through the derivatives of the prompts' summaries along ``v``; of softmax attention (which no
 setting records), forward-mode differentiation (``torch.func.jvp``) of the hand-written
 gradient along ``v``.
@@ -53,7 +53,7 @@ machine shared with other jobs, load average about 3): softmax 9.1 vs 18.3 (2.0x
 at load 5-7, 25.0 vs 48.2 (1.9x), 3.7 vs 19.0 (5.1x) and 29.9 vs 117.9 (3.9x).
 Softmax attention is bound by its ``N x N`` products and passes, which autograd computes alike:
 on the CPU the hand-written path saves autograd's extra passes over them, about half its time.
-Of the nonlinear model's time about a third is :mod:`lintf.fast`'s (the attention on the
+Of the nonlinear model's time about a third is :mod:`lintf.compute.fast`'s (the attention on the
 summaries and its curvature), most of the rest passes over every token's hidden layer
 (``B N h`` numbers per run), each memory-bound.
 """
@@ -72,13 +72,13 @@ from .model import Model
 
 def supports(model: Model) -> bool:
     """Whether this module computes ``model``: every :class:`Model` (any attention, ``Q``
-    and front end, either parametrization); the plain one through :mod:`lintf.fast`."""
+    and front end, either parametrization); the plain one through :mod:`lintf.compute.fast`."""
     return isinstance(model, Model)
 
 
 def use(model: Model, choice: str | None = None) -> bool:
     """Whether training goes through the hand-written path (this module) under backend
-    ``choice`` (:data:`lintf.fast.BACKENDS`; None: ``$LINTF_BACKEND``, else ``"auto"``):
+    ``choice`` (:data:`lintf.compute.fast.BACKENDS`; None: ``$LINTF_BACKEND``, else ``"auto"``):
     every model except under ``"autograd"``."""
     return fast.backend(choice) != "autograd" and supports(model)
 
@@ -87,7 +87,7 @@ class Batch(NamedTuple):
     """A batch prepared once for every run that shares it (:func:`prepare`).
 
     tokens : the prompts with tokens as rows, ``(..., B, n+1, d+1)`` (None where the model
-        reads only the summaries); A0, z0 : :func:`lintf.fast.summarize` of the prompts,
+        reads only the summaries); A0, z0 : :func:`lintf.compute.fast.summarize` of the prompts,
         ``(..., D, D, B)``, ``(..., D, B)`` (None where the model needs the tokens);
         y : targets ``(..., B)``; n : context length.
     """
@@ -107,7 +107,7 @@ def prepare(model: Model, Z, y) -> Batch:
     """What ``model`` reads of prompts ``Z`` ``(..., B, d+1, n+1)`` and targets ``y`` ``(..., B)``:
     the summaries (linear attention without front end) or the tokens as rows (otherwise)."""
     if not isinstance(model, Model):
-        raise TypeError(f"model must be a lintf.model.Model, got {type(model).__name__}")
+        raise TypeError(f"model must be a lintf.compute.model.Model, got {type(model).__name__}")
     if not isinstance(Z, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise TypeError("Z and y must be tensors")
     D = model.d + 1
@@ -124,7 +124,7 @@ def prepare(model: Model, Z, y) -> Batch:
 
 def _check_batch(batch):
     if not isinstance(batch, Batch):
-        raise TypeError(f"batch must be a lintf.fast_variants.Batch (from prepare), got {type(batch).__name__}")
+        raise TypeError(f"batch must be a lintf.compute.fast_variants.Batch (from prepare), got {type(batch).__name__}")
     return batch
 
 
@@ -341,7 +341,7 @@ def _softmax_loss_and_grad(P, Q, tokens, y, n, need_grad: bool, inputs: bool):
 # -- the front end ---------------------------------------------------------------------------------
 def _relu_mask(G, R):
     """``G * 1[R > 0]`` (ReLU's derivative from its output ``R``), one pass. Under forward
-    mode (:func:`hessian`, where :data:`lintf.fast._IN_PLACE` is off) a ``where`` on the mask:
+    mode (:func:`hessian`, where :data:`lintf.compute.fast._IN_PLACE` is off) a ``where`` on the mask:
     forward mode differentiates ``threshold_backward`` through ``R`` too, several times slower."""
     if not fast._IN_PLACE.get():
         return torch.where(R > 0, G, 0.0)
@@ -396,7 +396,7 @@ def _embed_backward(params, saved, bar_tokens, d):
 
 
 def _summarize_tokens(tokens, n):
-    """:func:`lintf.fast.summarize` of prompts given as token rows ``(..., B, N, D)``."""
+    """:func:`lintf.compute.fast.summarize` of prompts given as token rows ``(..., B, N, D)``."""
     keys = tokens[..., :n, :]
     A0 = _bmm(keys.transpose(-1, -2), keys)                            # (..., B, D, D)
     return A0.movedim(-3, -1).contiguous(), tokens[..., n, :].movedim(-2, -1).contiguous()
@@ -448,7 +448,7 @@ _CORE = {}
 
 def _core(model: Model) -> Model:
     """The plain linear model of ``model``'s depth and width, full parametrization: what
-    :mod:`lintf.fast` differentiates on the full ``P, Q``."""
+    :mod:`lintf.compute.fast` differentiates on the full ``P, Q``."""
     key = (model.L, model.d)
     if key not in _CORE:
         _CORE[key] = Model(L=model.L, d=model.d)
@@ -468,7 +468,7 @@ def _trained_grads(model: Model, params, gP, gQ) -> dict:
 # -- public --------------------------------------------------------------------------------------
 def _check(model, params, batch, name="params"):
     if not isinstance(model, Model):
-        raise TypeError(f"model must be a lintf.model.Model, got {type(model).__name__}")
+        raise TypeError(f"model must be a lintf.compute.model.Model, got {type(model).__name__}")
     _check_batch(batch)
     if (batch.tokens is None) != _summaries_only(model):
         raise ValueError("batch was prepared for another kind of model: use prepare(model, Z, y)")
@@ -488,7 +488,7 @@ class _Forward(NamedTuple):
     tokens: torch.Tensor | None     # the embedded tokens
     A0: torch.Tensor | None         # linear attention: the (embedded) prompts' summaries
     z0: torch.Tensor | None
-    core: tuple | None              # lintf.fast's forward pass
+    core: tuple | None              # lintf.compute.fast's forward pass
     gQ: torch.Tensor | None         # gradient of the full Q (separate W_K, W_Q)
 
 
@@ -597,7 +597,7 @@ def curvature(model: Model, params: dict, direction: dict, batch: Batch, *, forw
     """Second derivative of the loss along ``direction``, ``v^T H v`` ``(...)``, not normalised.
 
     Linear attention (any ``Q``, any front end): Taylor arithmetic to second order through
-    :func:`lintf.fast.curvature`, which the front end enters through the first and second
+    :func:`lintf.compute.fast.curvature`, which the front end enters through the first and second
     derivatives of the prompts' summaries (:func:`_embed_taylor`, :func:`_summaries_taylor`); with
     ``Q = W_K^T W_Q`` the step's second derivative of ``Q`` adds ``<g_Q, Q''>``. Softmax attention:
     forward-mode differentiation (``torch.func.jvp``) of :func:`loss_and_grad` along ``v``, ``H v``,
@@ -634,7 +634,7 @@ def curvature(model: Model, params: dict, direction: dict, batch: Batch, *, forw
 
 def _front_and_core(model: Model):
     """Flat positions (:meth:`Model.flatten` order) of the front end's entries and of the
-    attention's ``P, Q``, and the plain linear model (:mod:`lintf.fast`) of the attention alone,
+    attention's ``P, Q``, and the plain linear model (:mod:`lintf.compute.fast`) of the attention alone,
     where ``model`` is a front end before joint-``Q`` linear attention; else None."""
     if not (model.frontend == "mlp" and model.attention == "linear" and model.qk == "joint"):
         return None
@@ -652,10 +652,10 @@ def hessian(model: Model, theta: torch.Tensor, Z, y, *, chunk: int = 32) -> torc
     Rows by forward-mode differentiation (``torch.func.jvp``) of the hand-written gradient
     (:func:`loss_and_grad`) along basis vectors, ``chunk`` at a time riding the run axis. A front
     end before joint-``Q`` linear attention (the nonlinear setting) needs rows for its own
-    entries only: the attention's block is :func:`lintf.fast.hessian` on the embedded prompts'
+    entries only: the attention's block is :func:`lintf.compute.fast.hessian` on the embedded prompts'
     summaries (the loss depends on ``P, Q`` only through them), the block between the two
     follows by symmetry. ``tests/test_fast_variants.py`` checks every variant against double
-    backward through autograd (:func:`lintf.measure.hessian` with ``backend="autograd"``) in
+    backward through autograd (:func:`lintf.compute.measure.hessian` with ``backend="autograd"``) in
     float64.
 
     Measured (``benchmarks/bench_engine.py --hessian``, nonlinear setting, 320 parameters,
@@ -663,7 +663,7 @@ def hessian(model: Model, theta: torch.Tensor, Z, y, *, chunk: int = 32) -> torc
     against 8.93 s for double backward (2.6x); ``chunk`` 16 and 32 alike, 64 slower.
     """
     if not isinstance(model, Model):
-        raise TypeError(f"model must be a lintf.model.Model, got {type(model).__name__}")
+        raise TypeError(f"model must be a lintf.compute.model.Model, got {type(model).__name__}")
     chunk = check_int("chunk", chunk)
     p = model.num_params
     if not isinstance(theta, torch.Tensor) or theta.shape != (p,):

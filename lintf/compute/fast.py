@@ -26,7 +26,7 @@ tiny ``bmm`` products); a product with a parameter matrix, shared by the prompts
 is one matrix product over all of them.
 
 ``tests/test_fast.py`` checks every function here against autograd through
-:func:`lintf.model.loss` in float64.
+:func:`lintf.compute.model.loss` in float64.
 """
 from __future__ import annotations
 
@@ -48,9 +48,9 @@ def supports(model: Model) -> bool:
 
 BACKENDS = ("auto", "fast", "autograd")
 """How training and the measurements differentiate the model: ``"autograd"``, through
-:mod:`lintf.model` (eqs. 7-8 as written) for every model; ``"fast"``, this module's
+:mod:`lintf.compute.model` (eqs. 7-8 as written) for every model; ``"fast"``, this module's
 hand-written derivatives (the plain linear model only; in training every model, the variants
-by :mod:`lintf.fast_variants`); ``"auto"``, the hand-written derivatives where they apply and
+by :mod:`lintf.compute.fast_variants`); ``"auto"``, the hand-written derivatives where they apply and
 autograd elsewhere. The default is ``$LINTF_BACKEND``, else ``"auto"``."""
 BACKEND_ENV = "LINTF_BACKEND"
 
@@ -78,9 +78,9 @@ def _check(model: Model, params: dict, A0, z0, y, n, name="params") -> tuple:
     """Check the arguments of the public functions; return ``(P, Q)`` of eq. (7).
     ``y=None``: no targets (prediction)."""
     if not isinstance(model, Model):
-        raise TypeError(f"model must be a lintf.model.Model, got {type(model).__name__}")
+        raise TypeError(f"model must be a lintf.compute.model.Model, got {type(model).__name__}")
     if not supports(model):
-        raise ValueError("lintf.fast computes attention='linear', qk='joint', frontend='none' only; "
+        raise ValueError("lintf.compute.fast computes attention='linear', qk='joint', frontend='none' only; "
                          f"got attention={model.attention!r}, qk={model.qk!r}, frontend={model.frontend!r}")
     model.check_params(params, name)
     check_int("n", n)
@@ -265,7 +265,7 @@ def loss_and_grad(model: Model, params: dict, A0, z0, y, n: int, *, keep_forward
     batch can reuse (``forward=``); with ``inputs`` (after it) also the adjoints of the
     summaries, ``(bar_A0, bar_z0)`` shaped like ``A0, z0`` with the run dimensions of the
     loss (``bar_A0``'s symmetric part is the gradient over symmetric ``A0``): what a front end
-    before the attention layers needs (:mod:`lintf.fast_variants`).
+    before the attention layers needs (:mod:`lintf.compute.fast_variants`).
     """
     P, Q = _check(model, params, A0, z0, y, n)
     Qn = Q / n

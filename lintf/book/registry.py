@@ -4,11 +4,11 @@ Each :class:`Claim` holds its statement, the chapter that decides it, a few word
 in sentences, the experiments it reads (``inputs``), the rule that decides it on them
 (``rule``) and its parts stated in advance (``design``: their stable ids, labels and seeds, from
 the scale alone). Everything else derives from :data:`REGISTRY`: the statements
-(:data:`lintf.claims.CLAIMS`), the chapters (:data:`lintf.book.CLAIM_CHAPTER`),
+(:data:`lintf.book.claims.CLAIMS`), the chapters (:data:`lintf.book.CLAIM_CHAPTER`),
 :func:`lintf.book.inputs`, :func:`lintf.book.decide`, :func:`lintf.book.design`, the scorecard's
 rows, the number of claims the prose states, and the glue keys of the parts
-(``claim6_gap_widens``: :func:`lintf.chapter.glue_verdict` builds them from the part ids,
-which the claim functions of :mod:`lintf.claims` give every part, tested or not). Adding a
+(``claim6_gap_widens``: :func:`lintf.book.chapter.glue_verdict` builds them from the part ids,
+which the claim functions of :mod:`lintf.book.claims` give every part, tested or not). Adding a
 claim touches this registry and its chapter.
 
 The settings each claim compares, and the learning rates:
@@ -17,7 +17,7 @@ The settings each claim compares, and the learning rates:
 2. Gradient noise at every ``scale.noise_seeds`` initialisation of Settings 1-3, the sphere and
    gamma covariates and the four depths.
 3. ``R_med`` on the scale's verdict protocol (``scale.eval_protocol``): Settings 1-3 from the
-   table's experiment (``scale.table_seeds``, :func:`lintf.experiments.table_conditioning`);
+   table's experiment (``scale.table_seeds``, :func:`lintf.compute.experiments.table_conditioning`);
    the covariate and depth parts from the runs of those chapters, at the table's iterations.
 4. and 5. Directional smoothness of Settings 1-3 (Figs 5, 16).
 6. The depths at the largest rate of the depth grid at which no seed diverged (``lrs="stable"``).
@@ -36,17 +36,17 @@ from typing import Callable
 
 import pandas as pd
 
-from . import book as B
+from . import frames as B
 from . import claims as C
-from . import experiments as E
-from .checks import check_choice, check_int
-from .settings import Scale, get_scale, get_setting
+from ..compute import experiments as E
+from ..compute.checks import check_choice, check_int
+from ..compute.settings import Scale, get_scale, get_setting
 
 
 @dataclasses.dataclass(frozen=True)
 class Part:
     """One part of a claim stated in advance: its stable ``id`` (the glue keys' suffix,
-    :func:`lintf.claims.part_id`), a ``label`` in words and the ``seeds`` it is decided on at
+    :func:`lintf.book.claims.part_id`), a ``label`` in words and the ``seeds`` it is decided on at
     a scale (paired parts: the seeds both sides share)."""
 
     id: str
@@ -64,8 +64,8 @@ class Claim:
     inputs : ``inputs(ctx) -> dict`` of frames, the experiments it is decided on
         (:class:`lintf.book.Context`; read-only with ``ctx.cached_only``, a missing stored
         result raises ``LookupError``).
-    rule : ``rule(data, ctx) -> lintf.claims.Verdict`` on the frames of ``inputs``.
-    design : ``design(scale, steps) -> list[Part]``, its parts at a :class:`lintf.settings.Scale`
+    rule : ``rule(data, ctx) -> lintf.book.claims.Verdict`` on the frames of ``inputs``.
+    design : ``design(scale, steps) -> list[Part]``, its parts at a :class:`lintf.compute.settings.Scale`
         (``steps``: a chapter's horizon, None: the scale's), stated before any run.
     """
 
@@ -83,7 +83,7 @@ class Claim:
         return f"claim{self.number}"
 
     def parts(self, scale, steps: int | None = None) -> tuple[Part, ...]:
-        """Its parts at ``scale`` (a name or a :class:`lintf.settings.Scale`)."""
+        """Its parts at ``scale`` (a name or a :class:`lintf.compute.settings.Scale`)."""
         return tuple(self.design(get_scale(scale) if isinstance(scale, str) else scale, steps))
 
     def ids(self, scale, steps: int | None = None) -> tuple[str, ...]:
