@@ -74,13 +74,13 @@ def make_noise(kinds: dict, n=1000, dim=30, seeds=range(6), seed=0) -> tuple[pd.
 def make_conditioning(ratios: dict, seeds=range(6), steps=(750, 1250), spread=0.1, seed=0,
                       batches: int = 3):
     """R_med with per-seed ratio SGDM/Adam ~ ratios[setting] * exp(spread * N(0,1)), for the
-    single-batch protocols 'large' and 'fixed' and for ``batches`` batches of 'batches'."""
+    single-batch protocols 'large', 'fixed' and 'authors' and for ``batches`` batches of 'batches'."""
     rng = np.random.default_rng(seed)
     rows = []
     for setting, r in ratios.items():
         for s in seeds:
             for step in steps:
-                for protocol, ks in (("large", [0]), ("fixed", [0]), ("batches", range(batches))):
+                for protocol, ks in (("large", [0]), ("fixed", [0]), ("authors", [0]), ("batches", range(batches))):
                     for k in ks:
                         adam = 10 * math.exp(rng.standard_normal())
                         sgdm = adam * r * math.exp(spread * rng.standard_normal())

@@ -2,6 +2,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 
 import pytest
 import torch
@@ -344,3 +345,47 @@ def test_training_flushes_subnormals_on_every_chunk_thread(monkeypatch, flush):
           device="cpu", progress=False, checkpoint_every=None)
     assert len(seen) >= 6 and set(seen) == {flush}
     assert not _flushing()                                             # the caller's mode again
+
+
+# -- the declared alternatives' protocols, recorded inside the same program -------------------
+@pytest.mark.parametrize("setting", ["setting1", "softmax"])
+def test_shared_batch_protocols_match_plain_references(setting):
+    """Every quantity ``shared_batch`` adds, against a plain per-run computation from the
+    checkpoints (float64): the loss and the median squared error on the shared batch and on
+    each seed's evaluation batch, the gradient norm on the shared batch, and the directional
+    smoothness along the step actually taken on the shared, probe-free seed and shared batches.
+    Training itself is unchanged by them (bit for bit)."""
+    from lintf.compute import measure
+    from lintf.compute.data import authors_prompts
+    from lintf.compute.engine import seed_eval_batch
+    from lintf.compute.settings import get_setting
+    st = get_setting(setting)
+    Zs, ys = authors_prompts(24, st.prompts.n, st.prompts.d)
+    kw = dict(steps=6, batch_size=20, eval_every=2, eval_size=16, checkpoint_every=1, record_smoothness=True,
+              smoothness_every=2, device="cpu", dtype=torch.float64, progress=False)
+    configs, seeds = [("sgdm", 0.01), ("adam", 0.005)], [0, 3]
+    res = train(st.model, st.prompts, configs, seeds, shared_batch=(Zs, ys), **kw)
+    plain = train(st.model, st.prompts, configs, seeds, **kw)
+    base = res.history[res.history["quantity"].isin(set(plain.history["quantity"]))].reset_index(drop=True)
+    pd.testing.assert_frame_equal(base, plain.history, check_exact=True)
+    h = res.history.set_index(["optimizer", "seed", "step", "quantity"])["value"]
+    Zs, ys = Zs.double(), ys.double()
+    Ze, ye = seed_eval_batch(st.prompts, seeds, 16, dtype=torch.float64)
+    for opt, _ in configs:
+        for i, seed in enumerate(seeds):
+            for t in (0, 2, 4):
+                x = res.run_params(t, opt, seed)
+                u = {k: res.run_params(t + 1, opt, seed)[k] - v for k, v in x.items()}
+                err_s = (st.model.predict(x, Zs) - ys).square()
+                err_e = (st.model.predict(x, Ze[i]) - ye[i]).square()
+                close = lambda q, ref: torch.testing.assert_close(  # noqa: E731
+                    torch.tensor(h[(opt, seed, t, q)], dtype=torch.float64), ref.detach(), rtol=1e-9, atol=1e-12)
+                close("shared_eval_loss", err_s.mean())
+                close("shared_eval_median", err_s.median() if len(err_s) % 2 else torch.quantile(err_s, 0.5))
+                close("seed_eval_median", torch.quantile(err_e, 0.5))
+                close("smoothness_shared", measure.directional_smoothness(st.model, x, u, Zs, ys))
+                close("smoothness_seed", measure.directional_smoothness(st.model, x, u, Ze[i], ye[i]))
+                leaves = {k: v.detach().clone().requires_grad_() for k, v in x.items()}
+                g = torch.autograd.grad(st.model.loss(leaves, Zs, ys), list(leaves.values()))
+                close("grad_norm_shared", torch.sqrt(sum(v.square().sum() for v in g)))
+                assert math.isfinite(h[(opt, seed, t, "smoothness_probe")])

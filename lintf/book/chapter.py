@@ -505,3 +505,45 @@ def notes_markdown(lines) -> str:
         line = re.sub(r"\bseed\(s\) \[([\d, ]+)\]", lambda m: _seed_words(m[1].split(", ")), line)
         return re.sub(r"\bsgdm\b", "SGDM", re.sub(r"\badam\b", "Adam", line))
     return "**Notes.**\n\n" + "\n".join(f"- {tidy(line)}" for line in lines)
+
+
+def show_alternatives(claim: int, ctx, p: Parameters, settings) -> dict:
+    """How far claim ``claim``'s verdict carries, on its chapter: one line (the paper's protocol,
+    its verdict, the alternatives' counts, robust or fragile and why) and the specification
+    curve (:func:`lintf.book.plots.specification_curve`) with its caption; glues
+    ``claimN_alternatives`` (``"of 9 alternatives: 6 hold, 1 does not hold, 2 inconclusive"``),
+    ``claimN_carries`` (``"robust"`` or ``"fragile"``) and ``claimN_protocol`` (the paper's
+    protocol in words). Returns :func:`lintf.book.verdicts.robustness`'s dict."""
+    import matplotlib.pyplot as plt
+    from IPython.display import Markdown, display
+
+    from .plots import specification_curve
+    from .registry import get
+    from .verdicts import alternatives, robustness
+
+    c = get(claim)
+    frame = alternatives(claim, ctx)
+    spread = robustness(frame, c.margin)
+    primary = frame[frame["paper"]].iloc[0]
+    carries = "fragile" if spread["fragile"] else "robust"
+    glue(f"claim{claim}_alternatives", spread["text"])
+    glue(f"claim{claim}_carries", carries)
+    glue(f"claim{claim}_protocol", primary["label"])
+    smoke = " (scale `ci` is a smoke test: nothing here is decided)" if p.scale.name == "ci" else ""
+    why = f": {'; '.join(spread['why'])}" if spread["why"] else ""
+    display(Markdown(f"**Claim {claim} under the paper's protocol** ({primary['label']}): "
+                     f"**{primary['verdict']}**{smoke}. {c.protocol} Under the declared alternatives, "
+                     f"{spread['text']}: the verdict is **{carries}**{why}."))
+    measured = frame[frame["verdict"] != "not measured"]
+    if len(measured):
+        _, ax = plt.subplots(figsize=(9.5, max(2.0, 0.28 * len(measured) + 1.2)))
+        specification_curve(frame, ax=ax)
+        plt.show()
+        missing = len(frame) - len(measured)
+        what = (f"Claim {claim} decided by the same rule on the same seeds under each of its "
+                f"{len(frame)} declared measurements: the deciding part's statistic minus its threshold, "
+                "with the one-sided 95% bounds, coloured by verdict; the star marks the paper's protocol."
+                + (f" {missing} not measured here (their quantity was not recorded)." if missing else ""))
+        display(Markdown(caption(f"Claim {claim}, alternatives.", settings, p, what=what, summary=None,
+                                 notes=False, provenance=frame)))
+    return spread

@@ -441,9 +441,14 @@ def claim1(history: pd.DataFrame, settings=None, quantity: str | None = None, fr
     return _decide(1, parts, notes, _cat(data), untested, level)
 
 
+NOISE_STATISTICS = {"kurtosis": "kurtosis_excess", "hill": "hill_deficit"}
+"""The tail statistics claim 2 can be decided on (its ``statistic``): the column of
+:func:`lintf.book.summaries.noise_tails_per_seed` each reads."""
+
+
 def claim2(noise: pd.DataFrame, spectrum: pd.DataFrame, heavy=DEFAULT_SETTINGS, tails: Mapping = TAILS,
            depths: Mapping = DEPTHS, deep=(6, 8), shallow=(2, 4), n_sims: int = 200,
-           level: float = 0.95, seed: int = 0) -> Verdict:
+           level: float = 0.95, seed: int = 0, statistic: str = "kurtosis") -> Verdict:
     """Claim 2: gradient noise at initialisation is heavy-tailed, more so for gamma than
     for sphere and gaussian covariates, and more for L=6, 8 than for L=2, 4.
 
@@ -466,16 +471,20 @@ def claim2(noise: pd.DataFrame, spectrum: pd.DataFrame, heavy=DEFAULT_SETTINGS, 
     Hill minus observed, > 0 for heavier tails) with its bounds, in each part's line and in
     ``details["data"]``; the Hill estimate depends on its choice of ``k`` top values.
     Seeds without a spectrum are left out (and counted).
+    statistic : ``"kurtosis"`` (the default, above) or ``"hill"``: the same parts decided on the
+        Hill deficit instead (:data:`NOISE_STATISTICS`).
     """
+    col = NOISE_STATISTICS[check_choice("statistic", statistic, NOISE_STATISTICS)]
+    word = "excess kurtosis" if statistic == "kurtosis" else "Hill deficit"
     _check_frame("spectrum", spectrum, _EIGEN_COLUMNS)
     level = _check_level(level)
     heavy = _check_names("heavy", heavy)
     per, notes = noise_tails_per_seed(noise, spectrum, n_sims, seed)
-    per = per[np.isfinite(per["kurtosis_excess"].astype(float))]
+    per = per[np.isfinite(per[col].astype(float))]
     have = set(per["setting"])
 
-    def series(s, col="kurtosis_excess"):
-        return per[per["setting"] == s].set_index("seed")[col].astype(float)
+    def series(s, column=None):
+        return per[per["setting"] == s].set_index("seed")[column or col].astype(float)
 
     def hill_note(values):
         values = np.asarray(values, dtype=float)
@@ -488,7 +497,7 @@ def claim2(noise: pd.DataFrame, spectrum: pd.DataFrame, heavy=DEFAULT_SETTINGS, 
             untested.append((part_id("heavy", s), f"heavy tails in {s}"))
             continue
         parts.append(_part(f"heavy-tailed: {s}", series(s).to_numpy(), level, pid=part_id("heavy", s),
-                           what="excess kurtosis over the Gaussian null", extra=hill_note(series(s, "hill_deficit")),
+                           what=f"{word} over the Gaussian null", extra=hill_note(series(s, "hill_deficit")),
                            says=(f"the noise in {_title(s)} is heavier-tailed than Gaussian noise of its covariance",
                                  f"the noise in {_title(s)} is lighter-tailed than Gaussian noise of its covariance")))
     pairs = [(f"gamma > {other}", part_id("gamma_over", other), tails.get("gamma"), tails.get(other))
@@ -506,7 +515,7 @@ def claim2(noise: pd.DataFrame, spectrum: pd.DataFrame, heavy=DEFAULT_SETTINGS, 
             continue
         dh, _ = _paired(series(a, "hill_deficit"), series(b, "hill_deficit"), name)
         parts.append(_part(f"{name} ({a} vs {b})", d.to_numpy(), level, pid=pid,
-                           what="difference of excess kurtosis over the null", extra=hill_note(dh),
+                           what=f"difference of {word} over the null", extra=hill_note(dh),
                            says=(f"the noise is heavier-tailed in {_title(a)} than in {_title(b)}",
                                  f"the noise is lighter-tailed in {_title(a)} than in {_title(b)}")))
     return _decide(2, parts, notes, per.reset_index(drop=True), untested, level)
@@ -596,32 +605,44 @@ def claim3(conditioning: pd.DataFrame, settings=None, steps=(750, 1250), method:
     return _decide(3, parts, notes, ratio, untested, level)
 
 
-def _log_smoothness(history: pd.DataFrame) -> tuple[pd.DataFrame, int, int]:
-    h = history[history["quantity"] == "smoothness"]
+def _log_smoothness(history: pd.DataFrame, quantity: str = "smoothness") -> tuple[pd.DataFrame, int, int]:
+    h = history[history["quantity"] == quantity]
     v = h["value"].to_numpy(dtype=float)
     ok = np.isfinite(v) & (v > 0)
     return h[ok].assign(log_s=np.log(v[ok])), int((np.isfinite(v) & (v <= 0)).sum()), v.size
 
 
+SMOOTHNESS_AGGREGATES = ("mean", "median")
+"""How claim 4 reduces a seed's per-step log ratios to one number (its ``aggregate``)."""
+
+
 def claim4(history: pd.DataFrame, settings=None, quantity: str | None = None, frac: float = 0.1,
-           lrs=None, runs=None, level: float = 0.95) -> Verdict:
+           lrs=None, runs=None, level: float = 0.95, smoothness: str = "smoothness", max_step: int | None = None,
+           aggregate: str = "mean") -> Verdict:
     """Claim 4: Adam's directional smoothness is lower than SGDM's.
 
-    Per run: mean over all recorded steps of log directional smoothness (non-positive
-    values, where the log is undefined, are dropped and counted). Per setting, per seed:
-    ``d = mean log smoothness(SGDM) - mean log smoothness(Adam)``; the part holds when
+    Per run: mean over the recorded steps ``< max_step`` (None: all) of log directional
+    smoothness, the history's quantity ``smoothness`` (``"smoothness"``: on the step's own
+    minibatch; ``"smoothness_shared"``: on the batch shared by every step, the authors';
+    ``"smoothness_probe"``: a fresh batch per step; ``"smoothness_seed"``: each seed's own
+    fixed batch; :func:`lintf.compute.engine.train`); non-positive values, where the log is
+    undefined, are dropped and counted. Per setting, per seed: ``d = mean log smoothness(SGDM) -
+    mean log smoothness(Adam)`` (``aggregate="median"``: the median over the steps both record of
+    the per-step ``log smoothness(SGDM) - log smoothness(Adam)``); the part holds when
     :func:`lintf.book.stats.test` of ``d`` > 0 holds. All settings (default: every one with
     smoothness records) are parts. Diverged runs are dropped.
     """
     level = _check_level(level)
     settings = _check_names("settings", settings)
+    check_choice("aggregate", aggregate, SMOOTHNESS_AGGREGATES)
     final, notes = _final(history, _loss_quantity(history, quantity), frac, lrs, runs)
-    sm, nonpos, total = _log_smoothness(history)
+    window = history if max_step is None else history[history["step"] < check_int("max_step", max_step)]
+    sm, nonpos, total = _log_smoothness(window, smoothness)
     if total and nonpos:
         notes.append(f"{nonpos} of {total} smoothness values <= 0 dropped (log undefined)")
     ok = final[~final["diverged"]].set_index(_RUN).index
-    per_run = sm.groupby(_RUN)["log_s"].mean()
-    per_run = per_run[per_run.index.isin(ok)].reset_index()
+    sm = sm[sm.set_index(_RUN).index.isin(ok)]
+    per_run = sm.groupby(_RUN)["log_s"].mean().reset_index()
     parts, untested, data = [], [], []
     for s in _present(sm, settings):
         notes += _diverged_note(final[final["setting"] == s], s)
@@ -629,17 +650,21 @@ def claim4(history: pd.DataFrame, settings=None, quantity: str | None = None, fr
         if not {"sgdm", "adam"} <= set(p.columns):
             untested.append((part_id(s), f"{s} (needs both optimizers)"))
             continue
-        d = (p["sgdm"] - p["adam"]).dropna()
+        if aggregate == "median":
+            steps = sm[sm["setting"] == s].pivot_table(index=["seed", "step"], columns="optimizer", values="log_s")
+            d = (steps["sgdm"] - steps["adam"]).dropna().groupby(level="seed").median()
+        else:
+            d = (p["sgdm"] - p["adam"]).dropna()
         if d.empty:
             untested.append((part_id(s), f"{s} (no paired seeds)"))
             continue
-        parts.append(_part(s, d.to_numpy(), level, what="mean log(smoothness SGDM / Adam)",
+        parts.append(_part(s, d.to_numpy(), level, what=f"{aggregate} log(smoothness SGDM / Adam)",
                            says=(f"Adam's directional smoothness is below SGDM's in {_title(s)}",
                                  f"SGDM's directional smoothness is below Adam's in {_title(s)}")))
         data.append(pd.DataFrame({"setting": s, "seed": d.index, "log_gap": d.to_numpy()}))
     untested += [s for s in (settings or ()) if s not in set(sm["setting"])]
     if sm.empty:
-        notes.append("no 'smoothness' quantity in history")
+        notes.append(f"no {smoothness!r} quantity in history")
     return _decide(4, parts, notes, _cat(data), untested, level)
 
 
@@ -652,7 +677,7 @@ CLAIM5_MAX_STEP = 2000
 
 def claim5(history: pd.DataFrame, settings=None, optimizer: str = "adam", max_step: int | None = None,
            quantity: str | None = None, frac: float = 0.1, lrs=None, runs=None, window: int | None = None,
-           level: float = 0.95, norm: str | None = None) -> Verdict:
+           level: float = 0.95, norm: str | None = None, smoothness: str = "smoothness") -> Verdict:
     """Claim 5: smoothness grows with gradient norm (Fig 16).
 
     Per seed of ``optimizer`` (Adam, as the paper), over steps ``< max_step`` where both
@@ -672,7 +697,10 @@ def claim5(history: pd.DataFrame, settings=None, optimizer: str = "adam", max_st
         batch alone (a batch with large residuals has both a large gradient and a large
         curvature along the step), which is not the paper's link: with constant true curvature
         they still correlate. The probe batch removes that shared noise; without it (older
-        results) the evidence says so.
+        results) the evidence says so. ``"grad_norm_shared"``: the norm on the batch shared by
+        every step (the authors'), with ``smoothness="smoothness_shared"`` (on one fixed batch the
+        two share no batch-to-batch noise).
+    smoothness : the history's directional smoothness (:func:`claim4` lists them).
     """
     check_choice("optimizer", optimizer, OPTIMIZERS)
     max_step = check_int("max_step", CLAIM5_MAX_STEP if max_step is None else max_step)
@@ -685,14 +713,14 @@ def claim5(history: pd.DataFrame, settings=None, optimizer: str = "adam", max_st
     final, notes = _final(history, _loss_quantity(history, quantity), frac, lrs, runs)
     if norm is None:
         norm = "grad_norm_probe" if (history["quantity"] == "grad_norm_probe").any() else "grad_norm"
-    check_choice("norm", norm, ("grad_norm_probe", "grad_norm"))
+    check_choice("norm", norm, ("grad_norm_probe", "grad_norm", "grad_norm_shared"))
     if norm == "grad_norm":
         notes.append("gradient norm from the same minibatch as the smoothness (no probe batch recorded): "
                      "the correlation includes the batch's own co-fluctuation")
     ok = final[~final["diverged"] & (final["optimizer"] == optimizer)].set_index(_RUN).index
     h = history[(history["optimizer"] == optimizer) & (history["step"] < max_step)
-                & history["quantity"].isin([norm, "smoothness"])]
-    h = h.replace({"quantity": {norm: "grad_norm"}})
+                & history["quantity"].isin([norm, smoothness])]
+    h = h.replace({"quantity": {norm: "grad_norm", smoothness: "smoothness"}})
     h = h[h.set_index(_RUN).index.isin(ok)]
     wide = h.pivot_table(index=_RUN + ["step"], columns="quantity", values="value", aggfunc="first")
     parts, untested, data = [], [], []

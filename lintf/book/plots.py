@@ -406,7 +406,7 @@ def ratio_by_protocol(ratios: pd.DataFrame, setting: str | None = None, ax: Axes
 
 
 @_styled
-def forest(parts: pd.DataFrame, ax: Axes | None = None) -> Axes:
+def forest(parts: pd.DataFrame, ax: Axes | None = None, label_width: int = 60) -> Axes:
     """Every part of every claim on one axis: its statistic minus its threshold, signed so
     that the claimed side is to the right, with the decision rule's one-sided bounds, coloured
     by the part's verdict (symmetric-log x axis: the parts' units differ, the side does not).
@@ -444,7 +444,7 @@ def forest(parts: pd.DataFrame, ax: Axes | None = None) -> Axes:
     ax.axvline(0, color=FIT_COLOR, lw=0.9)
     ax.set_xscale("symlog", linthresh=0.1)
     ax.set_xlim(-span, span)
-    ax.set_yticks(y, [f"{r.claim}: {r.part}"[:60] for r in parts.itertuples()], fontsize=FOREST_LABEL)
+    ax.set_yticks(y, [f"{r.claim}: {r.part}"[:label_width] for r in parts.itertuples()], fontsize=FOREST_LABEL)
     ax.set_ylim(-0.6, n - 0.4)
     ax.set_xlabel("statistic minus threshold, claimed side to the right (symmetric log scale)")
     handles = [Line2D([], [], color=c, lw=2.2, label=v) for v, c in VERDICT_COLORS.items()]
@@ -452,6 +452,31 @@ def forest(parts: pd.DataFrame, ax: Axes | None = None) -> Axes:
     ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(handles), fontsize=8,
               frameon=False)
     ax.grid(axis="y", alpha=0.15)
+    return ax
+
+
+def specification_curve(frame: pd.DataFrame, ax: Axes | None = None) -> Axes:
+    """A claim decided under each of its declared alternatives (:func:`lintf.book.verdicts.alternatives`),
+    as a specification curve: one row per measured alternative, sorted by its deciding part's
+    statistic minus threshold (claimed side to the right), with the rule's one-sided bounds,
+    coloured by verdict (:func:`forest`'s axes); the paper's protocol marked with a star and
+    bold. Alternatives whose quantity was not recorded are left out (the caption counts them).
+
+    frame : columns ``id, label, paper, verdict, part, statistic, low, high, threshold, side``
+        (and ``n``).
+    """
+    _check_frame("frame", frame, ["label", "paper", "verdict", "part", "statistic", "low", "high", "threshold",
+                                  "side"])
+    f = frame[frame["verdict"] != "not measured"].copy()
+    sign = np.where(f["side"].to_numpy() == "greater", 1.0, -1.0)
+    f["_centre"] = (f["statistic"].to_numpy(dtype=float) - f["threshold"].to_numpy(dtype=float)) * sign
+    f = f.sort_values("_centre", ascending=False, na_position="last", kind="stable")
+    rows = f.assign(claim=np.where(f["paper"], "\u2605 paper", "alternative"),
+                    part=[f"{r.label} [{r.part}]" if r.part else r.label for r in f.itertuples()])
+    ax = forest(rows.reset_index(drop=True), ax=ax, label_width=100)
+    for tick, paper in zip(ax.get_yticklabels(), rows["paper"]):
+        if paper:
+            tick.set_fontweight("bold")
     return ax
 
 

@@ -157,14 +157,15 @@ def _parts_seeds(parts: int, seeds) -> str:
     return f"{head}, {lo} to {hi} seeds"
 
 
-def card(verdicts: dict, texts: dict, chapters, scale=None) -> pd.DataFrame:
+def card(verdicts: dict, texts: dict, chapters, scale=None, spread: dict | None = None) -> pd.DataFrame:
     """The scorecard's table: one row per claim (or hypothesis) of ``texts``: its verdict
     (``"not computed"`` when missing from ``verdicts``), its parts and seeds, the parts left
     untested, whether it could come out each way (``"yes (6 seeds per part can refute one of 3
     parts)"``: :func:`could_fail` with ``k`` parts and ``n`` the fewest seeds of any part, from
     :func:`design` at ``scale`` for the paper's claims, else from the parts decided) and the
     chapter (``chapters``: one notebook name, or a dict per key; :func:`styled_card` shows its
-    title, :data:`CHAPTER_TITLES`)."""
+    title, :data:`CHAPTER_TITLES`). ``spread``: ``{key: robustness}`` (:func:`robustness`) adds the
+    columns ``alternatives`` (their counts) and ``carries`` ("robust" or "fragile")."""
     rows = []
     for k, text in texts.items():
         chapter = chapters[k] if isinstance(chapters, dict) else chapters
@@ -180,11 +181,16 @@ def card(verdicts: dict, texts: dict, chapters, scale=None) -> pd.DataFrame:
                      "parts, seeds": _parts_seeds(len(t), tested["n"]),
                      "untested": "; ".join(f"{r.part} ({r.extra})" for r in t[t["verdict"] == "untested"].itertuples()),
                      "could come out each way": _each_way(k, v, scale), "chapter": chapter})
-    return pd.DataFrame(rows, columns=["claim", "statement", "verdict", "parts, seeds", "untested",
-                                       "could come out each way", "chapter"])
+    columns = ["claim", "statement", "verdict", "parts, seeds", "untested", "could come out each way", "chapter"]
+    out = pd.DataFrame(rows, columns=columns)
+    if spread is not None:
+        out.insert(3, "alternatives", [spread[k]["text"] if k in spread else "-" for k in out["claim"]])
+        out.insert(4, "carries", [("fragile" if spread[k]["fragile"] else "robust") if k in spread else "-"
+                                  for k in out["claim"]])
+    return out
 
 
-def styled_card(verdicts: dict, texts: dict, chapters, key_name: str = "claim", scale=None):
+def styled_card(verdicts: dict, texts: dict, chapters, key_name: str = "claim", scale=None, spread=None):
     """:func:`card` as a pandas Styler: the verdict column as a coloured badge (the colours of
     :data:`lintf.book.claims.VERDICT_COLORS`, grey for "not computed"), the statement column
     wrapped, the chapter as a link titled by :data:`CHAPTER_TITLES`; the key column named
@@ -195,7 +201,7 @@ def styled_card(verdicts: dict, texts: dict, chapters, key_name: str = "claim", 
     def badge(v):
         return f"color: white; background-color: {colours[v]}; font-weight: bold" if v in colours else ""
 
-    table = card(verdicts, texts, chapters, scale).rename(columns={"claim": key_name})
+    table = card(verdicts, texts, chapters, scale, spread).rename(columns={"claim": key_name})
     table["chapter"] = [f'<a href="{html.escape(c)}.html">{html.escape(CHAPTER_TITLES.get(c, c))}</a>'
                         for c in table["chapter"]]
     return (table.style.map(badge, subset=["verdict"])
@@ -247,3 +253,131 @@ def evidence_html(verdicts: dict, missing: list[dict]) -> str:
                       "</p></details>")
     return "".join(blocks)
 
+
+
+# -- how far a verdict carries: the declared alternatives -------------------------------------
+ROBUST_SHARE = 0.75
+"""The share of the measured alternatives that must reach the primary verdict for it to be called
+robust (with no alternative reaching the opposite decision and its bound clear of the claim's
+margin): declared here, once, before any number (:func:`robustness`)."""
+
+ALTERNATIVE_COLUMNS = ["claim", "id", "label", "paper", "verdict", "part", "statistic", "low", "high",
+                       "threshold", "side", "n"]
+
+
+def _deciding_row(v) -> dict:
+    """The deciding part of verdict ``v`` (its statistic, bounds, threshold, side, seeds)."""
+    t = v.details["parts"]
+    hit = t[t["part"] == v.part]
+    row = hit.iloc[0] if len(hit) else (t.iloc[0] if len(t) else None)
+    if row is None:
+        return _deciding_row_missing()
+    return {"part": row["part"], "statistic": float(row["statistic"]), "low": float(row["low"]),
+            "high": float(row["high"]), "threshold": float(row["threshold"]), "side": row["side"], "n": int(row["n"])}
+
+
+def alternatives(claim: int, ctx: Context, data: dict | None = None) -> pd.DataFrame:
+    """Claim ``claim`` decided under each of its declared alternatives
+    (:attr:`lintf.book.registry.Claim.alternatives`: the paper's protocol first, then the others,
+    in their declared order), by the same rule on the same seeds: one row per alternative with
+    its ``verdict`` (``"not measured"`` when the runs did not record what it reads), the deciding
+    part's name, ``statistic``, one-sided bounds ``low, high``, ``threshold``, ``side`` and seeds
+    ``n`` (:data:`ALTERNATIVE_COLUMNS`); ``paper`` marks the primary. The claim's own inputs are
+    read once (``data``: given already) and shared by every alternative that reads no other
+    experiment."""
+    from .registry import get
+    c = get(claim)
+    data = c.inputs(ctx) if data is None else data
+    rows = []
+    for alt in c.alternatives:
+        v = c.decide(alt, ctx, data)
+        row = {"claim": claim, "id": alt.id, "label": alt.label, "paper": alt.paper}
+        row.update(_deciding_row(v) if v is not None else _deciding_row_missing())
+        row["verdict"] = v.verdict if v is not None else "not measured"
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=ALTERNATIVE_COLUMNS)
+    records = []                               # where the numbers come from, for the caption
+    for f in (data.values() if isinstance(data, dict) else []):
+        for r in getattr(f, "attrs", {}).get("provenance", []):
+            if r not in records:
+                records.append(r)
+    out.attrs["provenance"] = records
+    return out
+
+
+def _deciding_row_missing() -> dict:
+    return {"part": "", "statistic": float("nan"), "low": float("nan"), "high": float("nan"), "threshold": 0.0,
+            "side": "greater", "n": 0}
+
+
+def _bound_gap(row) -> float:
+    """How far the deciding bound lies past the threshold, in the part's units: the lower bound
+    above it (``side`` greater) or the upper below it (less) for a part that holds, the reverse
+    bound for one that does not hold, the estimate's distance for an inconclusive one."""
+    thr, low, high, est = row["threshold"], row["low"], row["high"], row["statistic"]
+    greater = row["side"] == "greater"
+    if row["verdict"] == "holds":
+        return (low - thr) if greater else (thr - high)
+    if row["verdict"] == "does not hold":
+        return (thr - high) if greater else (low - thr)
+    return abs(est - thr)
+
+
+OPPOSITE = {"holds": "does not hold", "does not hold": "holds"}
+
+
+def robustness(frame: pd.DataFrame, margin: float, share: float = ROBUST_SHARE) -> dict:
+    """Whether the primary verdict of an :func:`alternatives` frame carries: ``{"counts": {verdict:
+    n} over the measured alternatives other than the paper's, "measured": n, "agree": n,
+    "fragile": bool, "why": [reasons], "text": "of 9 alternatives: 6 hold, 1 does not hold, 2
+    inconclusive"}``.
+
+    Fragile when the primary is decided and its deciding bound lies within ``margin`` of its
+    threshold (the claim's declared margin), or any measured alternative reaches the opposite
+    decision, or fewer than ``share`` of the measured alternatives reach the primary's verdict
+    (an inconclusive primary: when some alternative decides either way). Robust otherwise. The
+    rule never reads which way a verdict went: it compares verdicts, so it can call any of them
+    fragile (tested on simulated data)."""
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be in (0, 1], got {share!r}")
+    primary = frame[frame["paper"]].iloc[0]
+    others = frame[~frame["paper"]]
+    measured = others[others["verdict"] != "not measured"]
+    counts = {v: int((measured["verdict"] == v).sum()) for v in claims.VERDICTS}
+    agree = counts.get(primary["verdict"], 0)
+    why = []
+    if primary["verdict"] in OPPOSITE:
+        gap = _bound_gap(primary)
+        if gap < margin:
+            why.append(f"its bound lies {gap:.3g} past the threshold, within the declared margin {margin:g}")
+        if counts[OPPOSITE[primary['verdict']]]:
+            why.append(f"{counts[OPPOSITE[primary['verdict']]]} alternative(s) reach the opposite decision")
+        if len(measured) and agree < share * len(measured):
+            why.append(f"only {agree} of {len(measured)} alternatives agree")
+    elif primary["verdict"] == "inconclusive":
+        decided = counts["holds"] + counts["does not hold"]
+        if decided:
+            why.append(f"{decided} of {len(measured)} alternatives decide it")
+    missing = len(others) - len(measured)
+    words = [f"{n} {'hold' if v == 'holds' and n != 1 else v}" for v, n in counts.items() if n]
+    text = f"of {len(others)} alternatives: " + (", ".join(words) if words else "none measured")
+    if missing and words:
+        text += f", {missing} not measured"
+    return {"counts": counts, "measured": len(measured), "agree": agree, "fragile": bool(why), "why": why,
+            "text": text}
+
+
+def spreads(ctx: Context) -> tuple[dict, dict]:
+    """Every claim's :func:`alternatives` frame and :func:`robustness`, read from the store (``ctx``
+    read-only): ``({claim: frame}, {claim: robustness})``; a claim whose experiments are missing
+    is left out (the scorecard lists it as not computed)."""
+    from .registry import REGISTRY
+    ctx = dataclasses.replace(ctx, cached_only=True)
+    frames, robust = {}, {}
+    for k, c in REGISTRY.items():
+        try:
+            frames[k] = alternatives(k, ctx)
+        except LookupError:
+            continue
+        robust[k] = robustness(frames[k], c.margin)
+    return frames, robust

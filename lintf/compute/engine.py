@@ -395,7 +395,8 @@ def train(model: Model, prompts: Prompts, configs, seeds, *, steps: int, batch_s
           optim_config: optim.OptimConfig = optim.OptimConfig(), eval_every: int = 50,
           eval_size: int = 1000, checkpoint_every: int | None = 250, record_smoothness: bool = False,
           smoothness_every: int = 1, device="auto", dtype=torch.float32, progress: bool | None = None,
-          desc: str = "train", backend: str | None = None, skip_nonfinite: int = 0) -> TrainResult:
+          desc: str = "train", backend: str | None = None, skip_nonfinite: int = 0,
+          shared_batch=None) -> TrainResult:
     """Train every ``(optimizer, lr)`` in ``configs`` from every seed in ``seeds``, batched.
 
     Parameters
@@ -423,6 +424,17 @@ def train(model: Model, prompts: Prompts, configs, seeds, *, steps: int, batch_s
         still advances, which moves its bias correction by less than ``0.9^t``) and the run
         is diverged only after more than ``k`` non-finite steps in a row, at the first of them.
         Skipped steps record NaN loss and gradient norm.
+    shared_batch : None, or ``(Z, y)``, ``(B, d+1, n+1)`` and ``(B,)``: one batch shared by every
+        run and every step (the book passes the authors' seed-99 batch,
+        :func:`lintf.compute.data.authors_prompts`), on which the measurement protocols that the
+        claims' declared alternatives compare are recorded inside the same program (no
+        training changes): at every evaluation step ``shared_eval_loss`` (mean squared error on
+        it), ``shared_eval_median`` and ``seed_eval_median`` (the median over prompts of the
+        squared error, on it and on each seed's own evaluation batch); with
+        ``record_smoothness``, at every smoothness step, the directional smoothness along the
+        same update ``u`` on it (``smoothness_shared``, with the gradient norm there,
+        ``grad_norm_shared``), on the step's independent probe batch (``smoothness_probe``: a
+        fresh batch per step) and on each seed's own evaluation batch (``smoothness_seed``).
     """
     configs = _check_configs(configs)
     skip_nonfinite = check_int("skip_nonfinite", skip_nonfinite, minimum=0)
@@ -440,16 +452,20 @@ def train(model: Model, prompts: Prompts, configs, seeds, *, steps: int, batch_s
         checkpoint_every = check_int("checkpoint_every", checkpoint_every)
     if prompts.d != model.d:
         raise ValueError(f"prompts.d ({prompts.d}) must equal model.d ({model.d})")
+    if shared_batch is not None:
+        Zs, ys = shared_batch
+        want = (prompts.d + 1, prompts.n + 1)
+        if Zs.dim() != 3 or tuple(Zs.shape[1:]) != want or tuple(ys.shape) != (Zs.shape[0],):
+            raise ValueError(f"shared_batch must be (Z, y) of shapes (B, {want[0]}, {want[1]}) and (B,), got "
+                             f"{tuple(Zs.shape)} and {tuple(ys.shape)}")
     device = resolve_device(device)
+    args = (model, prompts, configs, seeds, steps, batch_size, optim_config, eval_every, eval_size, checkpoint_every,
+            record_smoothness, smoothness_every, device, dtype, progress, desc, hand, skip_nonfinite, shared_batch)
     if device.type == "cpu":
         _keep_freed_memory()
         with cpu_threads(CPU_THREADS), flush_denormal(FLUSH_DENORMAL):
-            return _train(model, prompts, configs, seeds, steps, batch_size, optim_config, eval_every, eval_size,
-                          checkpoint_every, record_smoothness, smoothness_every, device, dtype, progress, desc, hand,
-                          skip_nonfinite)
-    return _train(model, prompts, configs, seeds, steps, batch_size, optim_config, eval_every, eval_size,
-                  checkpoint_every, record_smoothness, smoothness_every, device, dtype, progress, desc, hand,
-                  skip_nonfinite)
+            return _train(*args)
+    return _train(*args)
 
 
 class _Program:
@@ -533,6 +549,16 @@ class _Program:
         outs = self._each_chunk(chunk, params)
         return _cat([o[0] for o in outs]), _cat([o[1] for o in outs])
 
+    def error_median(self, params, Z, y):
+        """The median over prompts of the squared error of every run, ``(K, S)``, on raw prompts
+        ``Z (S, B, d+1, n+1)``, ``y (S, B)`` (no gradient; the median of an even count is the
+        mean of the middle two)."""
+        def chunk(i, p):
+            with torch.no_grad():
+                err = (self.model.predict(p, self._expand(p, Z, y)[0]) - y).square()
+                return torch.quantile(err, 0.5, dim=-1)
+        return _cat(self._each_chunk(chunk, params))
+
     def smoothness(self, params, direction, batch, Z, y):
         """Directional smoothness ``u^T H u``, ``u = direction / ||direction||``, ``(K, S)``,
         at the point and on the batch of the last :meth:`loss_and_grad`."""
@@ -595,7 +621,7 @@ def _cat(parts):
 
 def _train(model, prompts, configs, seeds, steps, batch_size, optim_config, eval_every, eval_size,
            checkpoint_every, record_smoothness, smoothness_every, device, dtype, progress,
-           desc, hand, skip_nonfinite=0) -> TrainResult:
+           desc, hand, skip_nonfinite=0, shared_batch=None) -> TrainResult:
     K, S = len(configs), len(seeds)
     program = _Program(model, prompts.n, K, S, device, keep_forward=record_smoothness, hand=hand)
     lr = torch.tensor([c[1] for c in configs], device=device, dtype=dtype).unsqueeze(1).expand(K, S)
@@ -620,7 +646,20 @@ def _train(model, prompts, configs, seeds, steps, batch_size, optim_config, eval
     eval_steps = sorted(set(range(0, steps, eval_every)) | {steps})
     eval_rec = torch.full((len(eval_steps), K, S), float("nan"), device=device, dtype=dtype)
     seed_eval_rec = torch.full_like(eval_rec, float("nan"))
-    seed_eval = program.batch(*seed_eval_batch(prompts, seeds, eval_size, device=device, dtype=dtype))
+    seed_Z, seed_y = seed_eval_batch(prompts, seeds, eval_size, device=device, dtype=dtype)
+    seed_eval = program.batch(seed_Z, seed_y)
+    # the declared alternatives' protocols (``shared_batch``): recorded in this same program
+    shared = None
+    extra_eval, extra_smooth = {}, {}
+    if shared_batch is not None:
+        Zs, ys = (t.to(device=device, dtype=dtype) for t in shared_batch)
+        Zs, ys = Zs.expand(S, *Zs.shape), ys.expand(S, *ys.shape)       # the seeds' layout, as a training batch
+        shared = (Zs, ys, program.batch(Zs, ys))
+        extra_eval = {q: torch.full_like(eval_rec, float("nan"))
+                      for q in ("shared_eval_loss", "shared_eval_median", "seed_eval_median")}
+        if record_smoothness:
+            extra_smooth = {q: torch.full_like(smooth_rec, float("nan"))
+                            for q in ("smoothness_shared", "grad_norm_shared", "smoothness_probe", "smoothness_seed")}
     ckpt_steps = set() if checkpoint_every is None else set(range(0, steps + 1, checkpoint_every)) | {steps}
     checkpoints = {}
 
@@ -628,6 +667,11 @@ def _train(model, prompts, configs, seeds, steps, batch_size, optim_config, eval
         with torch.no_grad():
             eval_rec[i] = torch.where(active, program.loss(params, eval_data), float("nan"))
             seed_eval_rec[i] = torch.where(active, program.loss(params, seed_eval), float("nan"))
+            if shared is not None:
+                for q, value in (("shared_eval_loss", lambda: program.loss(params, shared[2])),
+                                 ("shared_eval_median", lambda: program.error_median(params, shared[0], shared[1])),
+                                 ("seed_eval_median", lambda: program.error_median(params, seed_Z, seed_y))):
+                    extra_eval[q][i] = torch.where(active, value(), float("nan"))
 
     def as_runs(x):
         return x.detach().reshape(K * S, *x.shape[2:]).to("cpu", copy=True)
@@ -674,10 +718,23 @@ def _train(model, prompts, configs, seeds, steps, batch_size, optim_config, eval
                 if record_smoothness and t % smoothness_every == 0:
                     smooth = program.smoothness(params, delta, batch, Z, y)
                     smooth_rec[t // smoothness_every] = torch.where(step_ok, smooth, float("nan"))
-                    _, probe_grads = program.loss_and_grad(params, program.batch(*probes.next()))
+                    Zp, yp = probes.next()
+                    probe_batch = program.batch(Zp, yp)
+                    _, probe_grads = program.loss_and_grad(params, probe_batch)
+                    j = t // smoothness_every
+                    probe_rec[j] = torch.where(step_ok, optim.global_norm(probe_grads, run_dims=2), float("nan"))
+                    if shared is not None:
+                        # the same update u on other batches: the probe's (its forward pass reused),
+                        # the shared one (with its gradient norm) and each seed's evaluation batch
+                        got = {"smoothness_probe": program.smoothness(params, delta, probe_batch, Zp, yp)}
+                        _, shared_grads = program.loss_and_grad(params, shared[2])
+                        got["grad_norm_shared"] = optim.global_norm(shared_grads, run_dims=2)
+                        got["smoothness_shared"] = program.smoothness(params, delta, shared[2], shared[0], shared[1])
+                        program.forwards = []
+                        got["smoothness_seed"] = program.smoothness(params, delta, seed_eval, seed_Z, seed_y)
+                        for q, value in got.items():
+                            extra_smooth[q][j] = torch.where(step_ok, value, float("nan"))
                     program.forwards = []
-                    probe_rec[t // smoothness_every] = torch.where(
-                        step_ok, optim.global_norm(probe_grads, run_dims=2), float("nan"))
                 params = {k: torch.where(step_ok.reshape(K, S, *([1] * (new[k].dim() - 2))), new[k], params[k])
                           for k in names}
         if eval_steps[eval_i] == steps:
@@ -705,6 +762,8 @@ def _train(model, prompts, configs, seeds, steps, batch_size, optim_config, eval
         frames.append(_tidy(runs, smooth_steps, "grad_norm_probe", probe_rec))
     frames.append(_tidy(runs, np.array(eval_steps), "eval_loss", eval_rec))
     frames.append(_tidy(runs, np.array(eval_steps), "seed_eval_loss", seed_eval_rec))
+    frames += [_tidy(runs, np.array(eval_steps), q, v) for q, v in extra_eval.items()]
+    frames += [_tidy(runs, smooth_steps, q, v) for q, v in extra_smooth.items()]
     history = pd.concat(frames, ignore_index=True)
     return TrainResult(runs=runs, history=history, checkpoints=checkpoints, seconds=seconds)
 

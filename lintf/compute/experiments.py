@@ -307,14 +307,44 @@ def _train_config(setting, scale, configs, seeds, steps, device, smoothness, cli
     return config
 
 
+def shared_batch(setting, scale=None):
+    """The batch shared by every run of ``setting`` on which each training program records the
+    measurement protocols of the claims' declared alternatives (:func:`lintf.compute.engine.train`'s
+    ``shared_batch``): the authors' evaluation batch, ``scale.eval_size`` prompts drawn after seed
+    99 by their sampler (:func:`lintf.compute.data.authors_prompts`), the batch of their loss
+    figures and of their smoothness code. None where their sampler does not draw the setting's
+    covariates (the nonlinear target), or draws another distribution (gamma with another shape)."""
+    setting, scale = _resolve(setting, scale)
+    p = setting.prompts
+    if p.covariates not in AUTHORS_COVARIATES:
+        return None
+    if p.covariates == "gamma" and (p.options["k"], p.options["theta"]) != AUTHORS_GAMMA:
+        return None
+    return authors_prompts(scale.eval_size, p.n, p.d, p.covariates)
+
+
+EVAL_QUANTITIES = ("eval_loss", "seed_eval_loss", "shared_eval_loss", "shared_eval_median", "seed_eval_median")
+"""The history's quantities recorded at the evaluation steps, the last one included (a cut of a
+longer program keeps them at its horizon)."""
+
+SMOOTHNESS_QUANTITIES = ("smoothness", "grad_norm_probe", "smoothness_shared", "grad_norm_shared", "smoothness_probe",
+                         "smoothness_seed")
+"""The history's quantities recorded at the smoothness steps (a program without smoothness has none)."""
+
+AUTHORS_GAMMA = (0.1, 10.0)
+"""The gamma covariates' shape and scale in the authors' sampler (``k = 0.1``, ``sqrt(10 / k)``)."""
+
+
 def _program(setting, scale, configs, seeds, steps, smoothness, dev, progress, clip=True):
     """The stored frames and tensors of one batched training program of ``configs x seeds``
-    (``clip``: the setting's global clipping, else none)."""
+    (``clip``: the setting's global clipping, else none), with the protocols of the declared
+    alternatives recorded on :func:`shared_batch`."""
     res = train(setting.model, setting.prompts, configs, seeds, steps=steps, batch_size=scale.batch_size,
                 optim_config=OptimConfig(clip=setting.clip if clip else None), eval_every=scale.eval_every,
                 checkpoint_every=scale.checkpoint_every, record_smoothness=smoothness,
                 smoothness_every=scale.smoothness_every, device=dev, dtype=setting.dtype, progress=progress,
-                desc=setting.name, skip_nonfinite=setting.skip_nonfinite)
+                desc=setting.name, skip_nonfinite=setting.skip_nonfinite,
+                shared_batch=shared_batch(setting, scale))
     meta = pd.DataFrame({"seconds": [res.seconds], "steps": [steps], "runs": [len(res.runs)]})
     return {"runs": res.runs, "history": res.history, "meta": meta}, res.to_tensors()
 
@@ -672,8 +702,8 @@ def _cut_and_join(long, shared, extra, horizon: int, seeds) -> tuple[dict, dict]
     divergence before it; no smoothness), joined with ``extra``'s runs (:func:`_join`)."""
     r, h = long.frames["runs"], long.frames["history"]
     r = _runs_at(r[r["seed"].isin(shared)], horizon)
-    h = h[h["seed"].isin(shared) & ~h["quantity"].isin(["smoothness", "grad_norm_probe"])]
-    h = h[(h["step"] < horizon) | (h["quantity"].isin(["eval_loss", "seed_eval_loss"]) & (h["step"] == horizon))]
+    h = h[h["seed"].isin(shared) & ~h["quantity"].isin(SMOOTHNESS_QUANTITIES)]
+    h = h[(h["step"] < horizon) | (h["quantity"].isin(EVAL_QUANTITIES) & (h["step"] == horizon))]
     parts = [(r, h, {k: v for k, v in long.tensors.items() if int(k.split("/")[0]) <= horizon})]
     if extra is not None:
         parts.append((extra.frames["runs"], extra.frames["history"], extra.tensors))
