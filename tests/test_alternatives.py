@@ -134,3 +134,32 @@ def test_the_smoothness_alternatives_read_their_own_batch(claim):
         assert V.robustness(f, R.REGISTRY[4].margin)["fragile"]
     else:   # smoothness tracks the gradient norm on the shared batch by construction
         assert by["sm_shared_g_shared_first2000"] == "holds"
+
+
+@pytest.mark.parametrize("key", ["F1", "F2"])
+def test_the_findings_come_out_each_way(key):
+    """F1 and F2 on simulated runs where Adam has (or SGDM has) the heavier tail."""
+    from lintf.book import claims as C
+
+    def runs(adam_tail: bool, seed=0):
+        rng = np.random.default_rng(seed)
+        rows = []
+        for s in SETTINGS:
+            for sd in range(8):
+                for t in range(0, 2000, 20):
+                    spike = rng.random() < 0.1
+                    for o in ("sgdm", "adam"):
+                        tailed = (o == "adam") == adam_tail
+                        mean, median = (3.0, 1.0) if tailed else (1.2, 1.0)
+                        sm = math.exp(rng.normal(0, 0.1) + (3.0 if spike and tailed else 0.0))   # its own spikes
+                        for q, v in (("shared_eval_loss", mean * math.exp(0.05 * rng.standard_normal())),
+                                     ("shared_eval_median", median), ("smoothness_shared", sm), ("loss", 0.1),
+                                     ("seed_eval_loss", 0.1)):
+                            rows.append({"setting": s, "optimizer": o, "lr": 0.01, "seed": sd, "step": t,
+                                         "quantity": q, "value": v})
+        return pd.DataFrame(rows)
+    assert C.finding(key, runs(True)).verdict == "holds"
+    assert C.finding(key, runs(False)).verdict == "does not hold"
+    none = C.finding(key, runs(True)[lambda f: f["quantity"].isin(["loss", "seed_eval_loss"])])
+    assert none.verdict == "inconclusive" and len(none.details["parts"]) == 0 or \
+        set(none.details["parts"]["verdict"]) <= {"untested"}

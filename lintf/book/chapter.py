@@ -107,7 +107,21 @@ def parameters(*, scale=None, device="auto", seeds=None, steps=None, settings=()
     p = Parameters(scale=scale, device=str(device), seeds=seeds, steps=steps, settings=settings)
     if chapter is not None:
         banner(p)
+        glue_statements(chapter)
     return p
+
+
+def glue_statements(chapter: str) -> list[str]:
+    """Glue ``claimN_statement``, the registry's statement of every claim that ``chapter``
+    decides (:data:`lintf.book.registry.REGISTRY`), so that its prose states each claim in the
+    registry's words, never typed again. Returns the keys."""
+    from .registry import REGISTRY
+    keys = []
+    for k, c in REGISTRY.items():
+        if c.chapter == chapter:
+            glue(f"claim{k}_statement", c.statement)
+            keys.append(f"claim{k}_statement")
+    return keys
 
 
 SMOKE_TEST = ("**Smoke test.** This page was computed at scale `ci`: {steps} iterations on batches of {batch} "
@@ -115,8 +129,23 @@ SMOKE_TEST = ("**Smoke test.** This page was computed at scale `ci`: {steps} ite
               "figures, numbers and verdicts are not findings; scales `cpu` and `paper` compute those.")
 
 
+NOT_DECIDED = "not decided at ci (smoke test)"
+"""What a verdict reads on a page computed at scale ``ci`` (:func:`show_verdict`, :func:`glue_verdict`,
+:func:`show_alternatives`, the scorecard's card): the rule still runs, and says what it found, but a
+smoke test's few iterations decide nothing."""
+
+_PAGE = {"smoke": False}   # the page being built: set by its setup cell (:func:`banner`)
+
+
+def smoke_page() -> bool:
+    """Whether the chapter being run is at scale ``ci`` (its setup cell's :func:`parameters`)."""
+    return _PAGE["smoke"]
+
+
 def banner(p: Parameters) -> None:
-    """Display, at scale ``ci`` only, the note that the page is a smoke test (:data:`SMOKE_TEST`)."""
+    """Display, at scale ``ci`` only, the note that the page is a smoke test (:data:`SMOKE_TEST`);
+    from then on the page's verdicts read :data:`NOT_DECIDED`."""
+    _PAGE["smoke"] = p.scale.name == "ci"
     if p.scale.name == "ci":
         from IPython.display import Markdown, display
         display(Markdown(SMOKE_TEST.format(steps=p.scale.steps, batch=p.scale.batch_size)))
@@ -413,7 +442,8 @@ def glue_verdict(v, name: str | None = None) -> list[str]:
     in English, e.g. "1 holds, 1 does not hold and 1 is untested"), ``name_parts_untested``.
     """
     name = name or verdict_name(v)
-    keys = {name: v.verdict, f"{name}_stat": float(v.statistic), f"{name}_low": float(v.interval[0]),
+    keys = {name: f"{NOT_DECIDED}; the rule said: {v.verdict}" if smoke_page() else v.verdict,
+            f"{name}_stat": float(v.statistic), f"{name}_low": float(v.interval[0]),
             f"{name}_high": float(v.interval[1])}
     parts = v.details.get("parts") if isinstance(v.details, dict) else None
     verdicts = [] if parts is None else list(parts["verdict"])
@@ -466,8 +496,11 @@ def _exp(x: float) -> float:
 
 def show_verdict(v, name: str | None = None) -> None:
     """Display a verdict (its badge, statistic, bounds and evidence) and :func:`glue_verdict` it."""
-    from IPython.display import display
+    from IPython.display import HTML, display
 
+    if smoke_page():
+        display(HTML(f"<p><span style='background:#BBBBBB;color:white;padding:1px 6px;border-radius:3px'>"
+                     f"{NOT_DECIDED}</span></p>"))
     display(v)
     glue_verdict(v, name)
 
@@ -529,7 +562,7 @@ def show_alternatives(claim: int, ctx, p: Parameters, settings) -> dict:
     glue(f"claim{claim}_alternatives", spread["text"])
     glue(f"claim{claim}_carries", carries)
     glue(f"claim{claim}_protocol", primary["label"])
-    smoke = " (scale `ci` is a smoke test: nothing here is decided)" if p.scale.name == "ci" else ""
+    smoke = f" ({NOT_DECIDED})" if p.scale.name == "ci" else ""
     why = f": {'; '.join(spread['why'])}" if spread["why"] else ""
     display(Markdown(f"**Claim {claim} under the paper's protocol** ({primary['label']}): "
                      f"**{primary['verdict']}**{smoke}. {c.protocol} Under the declared alternatives, "

@@ -406,7 +406,7 @@ def _decide(claim: int, parts: list[dict], notes: list[str], data=None,
         part, what = str(row["part"]), str(row["what"])
     details = {"parts": table, "data": data if data is not None else pd.DataFrame(),
                "untested": untested}
-    text = HYPOTHESES[claim] if isinstance(claim, str) else _statement(claim)
+    text = {**HYPOTHESES, **FINDINGS}[claim] if isinstance(claim, str) else _statement(claim)
     return Verdict(claim, text, overall, stat, interval, "\n".join(lines), details,
                    part=part, sentence=_sentence(parts, survive), what=what)
 
@@ -1049,3 +1049,70 @@ def hypothesis(key: str, history: pd.DataFrame, runs: pd.DataFrame | None = None
         data.append(pd.DataFrame({"setting": s, "seed": w.index, "value": v}))
     return _decide(key, parts, notes, _cat(data), untested, level)
 
+
+
+# -- findings beyond the paper: why the declared alternatives can disagree ---------------------
+FINDINGS: dict[str, str] = {
+    "F1": ("Adam's per-prompt error on the authors' batch is more heavy-tailed than SGDM's at the end of "
+           "training: its mean exceeds its median by a larger factor."),
+    "F2": ("Adam's steps meet rare curvature spikes: on the authors' batch, the per-step log ratio of SGDM's "
+           "directional smoothness to Adam's has its mean below its median."),
+}
+"""Beyond the paper: two hypotheses that say why a claim's declared alternatives can disagree
+(:data:`lintf.book.registry.REGISTRY`'s alternatives), stated before the numbers and decided by
+the claims' rule (:func:`finding`): F1 where the loss's mean and median part, F2 where the
+smoothness's mean and median part."""
+
+
+def finding(key: str, history: pd.DataFrame, runs: pd.DataFrame | None = None, settings=None,
+            level: float = 0.95) -> Verdict:
+    """Decide the finding ``key`` (:data:`FINDINGS`) by the claims' rule, one part per setting.
+
+    F1: per seed, at the last evaluation on the shared batch, ``d = log(mean/median error)(Adam)
+    - log(mean/median error)(SGDM)`` (quantities ``shared_eval_loss`` and ``shared_eval_median``
+    of :func:`lintf.compute.engine.train`); holds where :func:`lintf.book.stats.test` of ``d`` > 0
+    holds. F2: per seed, over every recorded step, ``d = median - mean`` of ``log
+    smoothness_shared(SGDM) - log smoothness_shared(Adam)`` (a left tail pulls the mean below
+    the median); > 0. Diverged runs are dropped.
+    """
+    check_choice("key", key, FINDINGS)
+    level = _check_level(level)
+    settings = _check_names("settings", settings)
+    need = ("shared_eval_loss", "shared_eval_median") if key == "F1" else ("smoothness_shared",)
+    final, notes = _final(history, _loss_quantity(history, None), 0.1, None, runs)
+    ok = final[~final["diverged"]].set_index(_RUN).index
+    h = history[history["quantity"].isin(need)]
+    h = h[h.set_index(_RUN).index.isin(ok)]
+    parts, untested, data = [], [], []
+    for s in _present(h, settings) if len(h) else []:
+        g = h[h["setting"] == s]
+        if key == "F1":
+            last = g[g["step"] == g["step"].max()]
+            w = last.pivot_table(index=["seed", "optimizer"], columns="quantity", values="value")
+            if not set(need) <= set(w.columns):
+                untested.append((part_id(s), f"{s} (no shared-batch losses)"))
+                continue
+            spread = np.log(w["shared_eval_loss"] / w["shared_eval_median"]).unstack("optimizer")
+            what, says = "log(mean/median error): Adam minus SGDM", (
+                f"Adam's per-prompt error is more heavy-tailed than SGDM's in {_title(s)}",
+                f"SGDM's per-prompt error is more heavy-tailed than Adam's in {_title(s)}")
+        else:
+            v = g[g["value"] > 0].assign(log_s=lambda f: np.log(f["value"].astype(float)))
+            per = v.pivot_table(index=["seed", "step"], columns="optimizer", values="log_s")
+            ratio = (per.get("sgdm") - per.get("adam")).dropna() if {"sgdm", "adam"} <= set(per.columns) else None
+            if ratio is None or ratio.empty:
+                untested.append((part_id(s), f"{s} (no shared-batch smoothness)"))
+                continue
+            grouped = ratio.groupby(level="seed")
+            spread = pd.DataFrame({"adam": grouped.median() - grouped.mean(), "sgdm": 0.0})
+            what, says = "median minus mean of the per-step log ratio", (
+                f"the log ratio has a left tail (Adam's rare high-curvature steps) in {_title(s)}",
+                f"the log ratio has a right tail in {_title(s)}")
+        if not {"sgdm", "adam"} <= set(spread.columns):
+            untested.append((part_id(s), f"{s} (needs both optimizers)"))
+            continue
+        d = (spread["adam"] - spread["sgdm"]).dropna()
+        parts.append(_part(s, d.to_numpy(), level, what=what, says=says))
+        data.append(pd.DataFrame({"setting": s, "seed": d.index, "value": d.to_numpy()}))
+    untested += [s for s in (settings or ()) if s not in set(h["setting"])]
+    return _decide(key, parts, notes, _cat(data), untested, level)

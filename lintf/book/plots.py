@@ -482,12 +482,15 @@ def specification_curve(frame: pd.DataFrame, ax: Axes | None = None) -> Axes:
 
 @_styled
 def smoothness_curves(history: pd.DataFrame, setting: str | None = None, ax: Axes | None = None,
-                      window: int = 50, band: str = "range", optimizers=("sgdm", "adam")) -> Axes:
+                      window: int = 50, band: str = "range", optimizers=("sgdm", "adam"),
+                      quantity: str = "smoothness") -> Axes:
     """Directional smoothness ``u^T H u`` against iteration on a log axis (Fig 5).
 
     Each seed's log smoothness is smoothed by a centred rolling mean over ``window``
     records (the legend says how many steps they span), then averaged over seeds, with a min-max band of the
-    smoothed seeds. Non-positive values (log undefined) are skipped.
+    smoothed seeds. Non-positive values (log undefined) are skipped. ``quantity``: which
+    smoothness (``"smoothness"``, the step's own minibatch; ``"smoothness_shared"``, the authors'
+    batch; see :func:`lintf.book.claims.claim4`).
     """
     history = _runs_frame("history", history, _RUN + ["step", "quantity", "value"])
     window = check_int("window", window)
@@ -496,9 +499,9 @@ def smoothness_curves(history: pd.DataFrame, setting: str | None = None, ax: Axe
     h = _one_setting(history, setting, "history")
     ax = _ax(ax)
     bad = _diverged_runs(h, [])
-    sm = h[h["quantity"] == "smoothness"]
+    sm = h[h["quantity"] == quantity]
     if sm.empty:
-        raise ValueError("history has no 'smoothness' records")
+        raise ValueError(f"history has no {quantity!r} records")
     gaps = np.diff(np.unique(sm["step"].to_numpy()))
     spacing = int(gaps.min()) if len(gaps) else 1                    # steps between two records
     counts = []
@@ -522,20 +525,24 @@ def smoothness_curves(history: pd.DataFrame, setting: str | None = None, ax: Axe
 @_styled
 def smoothness_vs_gradnorm(history: pd.DataFrame, setting: str | None = None, ax: Axes | None = None,
                            max_step: int = 2000, optimizer: str = "adam", lr: float | None = None,
-                           seeds=None, colorbar: bool = True) -> Axes:
+                           seeds=None, colorbar: bool = True, smoothness: str = "smoothness",
+                           norm: str = "grad_norm") -> Axes:
     """Directional smoothness against gradient norm, log-log, coloured by iteration
     (Fig 16, after Zhang et al. 2020a, Fig 1).
 
     Points: every step ``< max_step`` of every seed (or ``seeds``) of ``optimizer`` at
     ``lr`` (needed when the frame holds several rates) where both are finite and > 0.
-    The colour scale runs from 0 to ``max_step`` so that panels compare.
+    The colour scale runs from 0 to ``max_step`` so that panels compare. ``smoothness``,
+    ``norm``: the history's quantities drawn (the minibatch's by default; ``"smoothness_shared"``
+    and ``"grad_norm_shared"``: the authors' batch, their Fig 16 code).
     """
     history = _runs_frame("history", history, _RUN + ["step", "quantity", "value"])
     check_choice("optimizer", optimizer, tuple(PALETTE))
     max_step = check_int("max_step", max_step)
     h = _one_setting(history, setting, "history")
     h = h[(h["optimizer"] == optimizer) & (h["step"] < max_step)
-          & h["quantity"].isin(["grad_norm", "smoothness"])]
+          & h["quantity"].isin([norm, smoothness])]
+    h = h.replace({"quantity": {norm: "grad_norm", smoothness: "smoothness"}})
     rates = sorted(pd.unique(h["lr"]))
     if lr is None and len(rates) > 1:
         raise ValueError(f"history holds several learning rates {rates} for {optimizer}; pass lr=")
@@ -545,14 +552,15 @@ def smoothness_vs_gradnorm(history: pd.DataFrame, setting: str | None = None, ax
         h = h[h["seed"].isin(list(seeds))]
     w = h.pivot_table(index=["seed", "step"], columns="quantity", values="value", aggfunc="first")
     if not {"grad_norm", "smoothness"} <= set(w.columns):
-        raise ValueError("history needs both 'grad_norm' and 'smoothness' records")
+        raise ValueError(f"history needs both {norm!r} and {smoothness!r} records")
     w = w[(w["grad_norm"] > 0) & (w["smoothness"] > 0)].reset_index()
     ax = _ax(ax, (FULL_WIDTH * 0.6, 3.6))
     pts = ax.scatter(w["grad_norm"], w["smoothness"], c=w["step"], s=5, alpha=0.6, linewidths=0,
                      vmin=0, vmax=max_step, cmap=RC["image.cmap"], rasterized=True)
     _log(ax, "x")
     _log(ax, "y")
-    ax.set_xlabel("gradient norm $\\|\\nabla f(x_t)\\|$\n(minibatch, before clipping)")
+    where = "the authors' batch" if norm == "grad_norm_shared" else "minibatch, before clipping"
+    ax.set_xlabel(f"gradient norm $\\|\\nabla f(x_t)\\|$\n({where})")
     ax.set_ylabel("directional smoothness $u^\\top H u$")
     ax.text(0.02, 0.97, LABELS[optimizer], transform=ax.transAxes, va="top", fontsize=9,
             color=PALETTE[optimizer], fontweight="bold")
