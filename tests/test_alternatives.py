@@ -64,7 +64,7 @@ def test_an_alternative_set_that_disagrees_with_the_primary_makes_it_fragile():
     assert f.loc[f["paper"], "verdict"].item() == "holds"
     r = V.robustness(f, R.REGISTRY[1].margin)
     assert r["fragile"] and any("opposite" in w for w in r["why"])
-    assert r["text"].startswith("of 9 alternatives: ") and "does not hold" in r["text"]
+    assert r["text"].startswith("of 9 alternatives: ") and "do not hold" in r["text"]
 
 
 def test_agreeing_alternatives_far_from_the_threshold_are_robust():

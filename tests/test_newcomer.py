@@ -292,10 +292,13 @@ def test_readme_scales_and_smoothness_spacing_are_the_code_s():
 
 
 def _findings() -> tuple[str, dict]:
+    """The README's findings table: its scale, and per claim (statement, chapter, the verdict
+    under the paper's protocol, the alternatives' counts, robust or fragile)."""
     text = README.read_text(encoding="utf-8")
-    scale = re.search(r"\| claim \| the paper says \| decided in \| verdict at scale `(\w+)` \|", text).group(1)
-    rows = re.findall(r"^\| (\d+) \| (.+?) \| (.+?) \| (.+?) \|$", text, flags=re.M)
-    return scale, {int(k): (statement, where, verdict) for k, statement, where, verdict in rows}
+    scale = re.search(r"\| claim \| the paper says \| decided in \| verdict at scale `(\w+)`, the paper's "
+                      r"protocol \| alternatives \| carries \|", text).group(1)
+    rows = re.findall(r"^\| (\d+) \| (.+?) \| (.+?) \| (.+?) \| (.+?) \| (.+?) \|$", text, flags=re.M)
+    return scale, {int(k): tuple(rest) for k, *rest in rows}
 
 
 def test_readme_findings_list_every_claim():
@@ -308,6 +311,8 @@ def test_readme_findings_list_every_claim():
         assert rows[k][0] == statement
         assert rows[k][1] == lintf.book.CHAPTER_TITLES[lintf.book.CLAIM_CHAPTER[k]]
         assert rows[k][2] in ("—", *lintf.stats.VERDICTS)
+        assert rows[k][3] == "—" or rows[k][3].startswith("of ")
+        assert rows[k][4] in ("—", "robust", "fragile")
 
 
 def _glued(chapter: str) -> dict:
@@ -330,9 +335,10 @@ def test_readme_findings_match_the_scorecard():
     scale, rows = _findings()
     if glued.get("scale") != scale:
         pytest.skip(f"the built scorecard is of scale {glued.get('scale')!r}, the README states {scale!r}")
-    want = {k: glued.get(f"claim{k}", "not computed") for k in lintf.claims.CLAIMS}
-    have = {k: rows[k][2] for k in rows}
-    paste = "\n".join(f"| {k} | {rows[k][0]} | {rows[k][1]} | {want[k]} |" for k in sorted(rows))
+    want = {k: tuple(glued.get(f"claim{k}{suffix}", "not computed") for suffix in ("", "_alternatives", "_carries"))
+            for k in lintf.claims.CLAIMS}
+    have = {k: rows[k][2:] for k in rows}
+    paste = "\n".join(f"| {k} | {rows[k][0]} | {rows[k][1]} | {' | '.join(want[k])} |" for k in sorted(rows))
     assert have == want, f"README.md's findings differ from the built scorecard; its rows:\n{paste}"
 
 

@@ -444,7 +444,8 @@ def forest(parts: pd.DataFrame, ax: Axes | None = None, label_width: int = 60) -
     ax.axvline(0, color=FIT_COLOR, lw=0.9)
     ax.set_xscale("symlog", linthresh=0.1)
     ax.set_xlim(-span, span)
-    ax.set_yticks(y, [f"{r.claim}: {r.part}"[:label_width] for r in parts.itertuples()], fontsize=FOREST_LABEL)
+    ax.set_yticks(y, [(f"{r.claim}: {r.part}" if r.claim != "" else r.part)[:label_width] for r in parts.itertuples()],
+                  fontsize=FOREST_LABEL)
     ax.set_ylim(-0.6, n - 0.4)
     ax.set_xlabel("statistic minus threshold, claimed side to the right (symmetric log scale)")
     handles = [Line2D([], [], color=c, lw=2.2, label=v) for v, c in VERDICT_COLORS.items()]
@@ -471,7 +472,7 @@ def specification_curve(frame: pd.DataFrame, ax: Axes | None = None) -> Axes:
     sign = np.where(f["side"].to_numpy() == "greater", 1.0, -1.0)
     f["_centre"] = (f["statistic"].to_numpy(dtype=float) - f["threshold"].to_numpy(dtype=float)) * sign
     f = f.sort_values("_centre", ascending=False, na_position="last", kind="stable")
-    rows = f.assign(claim=np.where(f["paper"], "\u2605 paper", "alternative"),
+    rows = f.assign(claim=np.where(f["paper"], "\u2605 paper's protocol", ""),
                     part=[f"{r.label} [{r.part}]" if r.part else r.label for r in f.itertuples()])
     ax = forest(rows.reset_index(drop=True), ax=ax, label_width=100)
     for tick, paper in zip(ax.get_yticklabels(), rows["paper"]):

@@ -333,7 +333,7 @@ def robustness(frame: pd.DataFrame, margin: float, share: float = ROBUST_SHARE) 
     """Whether the primary verdict of an :func:`alternatives` frame carries: ``{"counts": {verdict:
     n} over the measured alternatives other than the paper's, "measured": n, "agree": n,
     "fragile": bool, "why": [reasons], "text": "of 9 alternatives: 6 hold, 1 does not hold, 2
-    inconclusive"}``.
+    inconclusive"}`` (plural verbs: "2 do not hold").
 
     Fragile when the primary is decided and its deciding bound lies within ``margin`` of its
     threshold (the claim's declared margin), or any measured alternative reaches the opposite
@@ -362,8 +362,10 @@ def robustness(frame: pd.DataFrame, margin: float, share: float = ROBUST_SHARE) 
         if decided:
             why.append(f"{decided} of {len(measured)} alternatives decide it")
     missing = len(others) - len(measured)
-    words = [f"{n} {'hold' if v == 'holds' and n != 1 else v}" for v, n in counts.items() if n]
-    text = f"of {len(others)} alternatives: " + (", ".join(words) if words else "none measured")
+    plural = {"holds": "hold", "does not hold": "do not hold"}
+    words = [f"{n} {plural.get(v, v) if n != 1 else v}" for v, n in counts.items() if n]
+    text = (f"of {len(others)} alternative{'s' * (len(others) != 1)}: "
+            + (", ".join(words) if words else "none measured"))
     if missing and words:
         text += f", {missing} not measured"
     return {"counts": counts, "measured": len(measured), "agree": agree, "fragile": bool(why), "why": why,
