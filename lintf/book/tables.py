@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from ..compute import experiments as E
@@ -223,3 +224,27 @@ def condition_tables(ctx: Context, settings=BASE, method: str = "diag") -> dict:
     return {"frames": frames, "runs": runs, "stats": stats_, "per_seed": per_seed,
             "table": pd.DataFrame(rows).set_index(["setting", "iteration"])}
 
+
+
+def ratio_spread(per_seed: pd.DataFrame, setting: str, step: int, eval_batch: str = "authors",
+                 paper_seeds=tuple(range(6))) -> dict:
+    """What puts a setting's table entry where it is: the per-seed ratios ``R_med(SGDM) /
+    R_med(Adam)`` of ``per_seed`` (:func:`condition_tables`'s) at ``step`` on ``eval_batch``,
+    summarised as the table's mean and sd, the median, the mean over the paper's seeds
+    (``paper_seeds``, its six) and over the others, the geometric mean, the largest ratio and
+    the mean without it. Returns a dict of floats (NaN where no seed has a finite ratio) and
+    ``seeds`` (how many)."""
+    r = per_seed[(per_seed["setting"] == setting) & (per_seed["step"] == step)
+                 & (per_seed["eval_batch"] == eval_batch)]
+    r = r[np.isfinite(r["ratio"].astype(float)) & (r["ratio"] > 0)]
+    v = r["ratio"].astype(float).to_numpy()
+    if not len(v):
+        nan = math.nan
+        return {"seeds": 0, "mean": nan, "sd": nan, "median": nan, "paper_seeds_mean": nan, "other_seeds_mean": nan,
+                "geo_mean": nan, "max": nan, "mean_without_max": nan}
+    mine = r["seed"].isin(list(paper_seeds)).to_numpy()
+    return {"seeds": len(v), "mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else math.nan,
+            "median": float(np.median(v)), "paper_seeds_mean": float(v[mine].mean()) if mine.any() else math.nan,
+            "other_seeds_mean": float(v[~mine].mean()) if (~mine).any() else math.nan,
+            "geo_mean": float(np.exp(np.log(v).mean())), "max": float(v.max()),
+            "mean_without_max": float(np.sort(v)[:-1].mean()) if len(v) > 1 else math.nan}
