@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -209,6 +210,40 @@ def test_failing_chapter_fails_the_build(tmp_path, book_build_command):
     assert "computing what the store lacks" not in log
     assert (book / "_build" / "html" / "reports" / "broken.err.log").is_file()
     assert "intro.ipynb: Executed notebook" in log
+    assert "without encryption" not in log                                  # the kernels' transport is encrypted
+
+
+KERNEL_RUN = """
+import importlib.util, sys
+import nbformat
+from nbclient import NotebookClient
+if sys.argv[1] == "extension":
+    spec = importlib.util.spec_from_file_location("lintf_book", sys.argv[2])
+    ext = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ext)
+    assert ext.encrypt_kernels()
+nb = nbformat.v4.new_notebook()
+nb.cells.append(nbformat.v4.new_code_cell("print(6 * 7)"))
+NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+print(nb.cells[0].outputs[0]["text"].strip())
+"""
+
+
+def test_kernels_of_the_build_log_no_encryption_warning():
+    """A kernel started after the book's extension loaded runs over CurveZMQ: ipykernel's "Kernel is
+    running over TCP without encryption", which a build logs once per chapter otherwise, is gone."""
+    zmq = pytest.importorskip("zmq")
+    manager = pytest.importorskip("jupyter_client.manager")
+    if "transport_encryption" not in manager.KernelManager.class_traits() or not zmq.has("curve"):
+        pytest.skip("this jupyter_client or pyzmq has no CurveZMQ transport encryption")
+    logs = {}
+    for how in ("plain", "extension"):
+        proc = subprocess.run([sys.executable, "-c", KERNEL_RUN, how, str(BOOK / "_ext" / "lintf_book.py")],
+                              capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 0 and proc.stdout.strip().endswith("42"), proc.stderr[-2000:]
+        logs[how] = proc.stdout + proc.stderr
+    assert "without encryption" in logs["plain"]          # the warning this test is about, without the extension
+    assert "without encryption" not in logs["extension"]
 
 
 @pytest.mark.slow
@@ -262,3 +297,36 @@ def test_chapter_cites_references_of_the_bibliography(chapter):
              for k in ref.split(",")}
     assert cited, f"{chapter}: cites nothing"
     assert cited <= keys, f"{chapter}: cites keys not in references.bib: {sorted(cited - keys)}"
+
+
+def _paragraphs(page: Path) -> list[str]:
+    """The text of every <p> of a page's article, tags stripped, white space folded."""
+    html = re.search(r'<article class="bd-article"[^>]*>(.*?)</article>', page.read_text(encoding="utf-8"), re.S)
+    return [" ".join(re.sub(r"<[^>]+>", " ", p).split()) for p in re.findall(r"<p>(.*?)</p>", html.group(1), re.S)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_every_figure_caption_ends_with_its_provenance(built_site, chapter):
+    """A figure's caption (lintf.book.chapter.caption: settings, scale, seeds, parametrization)
+    ends with where its numbers come from: 'Computed at scale ... by lintf.compute.experiments...'."""
+    captions = [p for p in _paragraphs(built_site / f"{chapter}.html")
+                if "Settings:" in p and "parametrization" in p or p.startswith("The scorecard at a glance")]
+    if MIN_FIGURES[chapter]:
+        assert captions, f"{chapter}: no figure caption found"
+    for text in captions:
+        assert re.search(r"Computed at scale \w+ on .+ by lintf\.compute\.experiments\.\w+", text), \
+            f"{chapter}: a caption lacks its provenance line: {text[:160]}"
+
+
+@pytest.mark.slow
+def test_captions_name_the_seeds_their_runs_trained(built_site):
+    """The depth chapter's float32/float64 figures train the first PAIR_SEEDS seeds, SGDM and Adam:
+    their captions say so (they once said the chapter's seeds and Adam only)."""
+    import lintf.compute.experiments as E
+    from lintf.compute.settings import get_scale, get_setting
+    want = list(get_scale("ci").seeds_for(get_setting("depth8"))[:E.PAIR_SEEDS])
+    captions = [p for p in _paragraphs(built_site / "depth.html") if "float64 (solid) and float32" in p]
+    assert len(captions) == 2
+    for text in captions:
+        assert f"seeds {want}" in text and "SGDM and Adam" in text, text[:300]

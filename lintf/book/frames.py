@@ -79,19 +79,25 @@ class Context:
         return dict(device=self.device, cached_only=self.cached_only, progress=self.progress)
 
 
-def _concat(frames):
-    """The frames, one below the other; their provenance (``attrs["provenance"]``, a list of
-    :func:`lintf.compute.store.provenance` records) merged, each record once."""
+def provenance(*frames) -> list:
+    """The provenance records (:func:`lintf.compute.store.provenance`, ``attrs["provenance"]``) of
+    ``frames``, merged in order, each record once: what a caption names when one figure draws
+    several frames (:func:`lintf.book.chapter.caption`'s ``provenance``)."""
+    records = []
+    for f in frames:
+        for r in (getattr(f, "attrs", {}) or {}).get("provenance", []) if f is not None else []:
+            if r not in records:
+                records.append(r)
+    return records
+
+
+def concat(frames):
+    """The frames, one below the other, with their merged :func:`provenance`."""
     frames = [f for f in frames if f is not None and len(f)] or [f for f in frames if f is not None]
     if not frames:
         return None
-    records = []
-    for f in frames:
-        for r in f.attrs.get("provenance", []):
-            if r not in records:
-                records.append(r)
     out = pd.concat(frames, ignore_index=True)
-    out.attrs["provenance"] = records
+    out.attrs["provenance"] = provenance(*frames)
     return out
 
 
@@ -100,27 +106,27 @@ def training(ctx: Context, settings, lrs="default", steps=None) -> dict:
     seeds, ``steps`` or the context's horizon), as one ``history`` and one ``runs`` frame."""
     got = [E.training(s, ctx.scale, lrs=lrs, seeds=ctx.seeds, steps=steps or ctx.steps, **ctx.kw())
            for s in ([settings] if isinstance(settings, str) else settings)]
-    return {"history": _concat([g.frames["history"] for g in got]),
-            "runs": _concat([g.frames["runs"] for g in got])}
+    return {"history": concat([g.frames["history"] for g in got]),
+            "runs": concat([g.frames["runs"] for g in got])}
 
 
 def noise(ctx: Context, settings, seeds=None) -> dict:
     """The gradient noise at initialisation of ``settings`` (:func:`lintf.compute.experiments.noise_at_seeds`
     at ``seeds``, None: the scale's), as one ``noise`` and one ``spectrum`` frame."""
     got = [E.noise_at_seeds(s, ctx.scale, seeds=seeds, **ctx.kw()) for s in settings]
-    return {k: _concat([g[k] for g in got]) for k in ("noise", "spectrum")}
+    return {k: concat([g[k] for g in got]) for k in ("noise", "spectrum")}
 
 
 def sweeps(ctx: Context, settings, points: int | None = None, steps: int | None = None) -> pd.DataFrame:
     """The learning-rate grids of ``settings`` (:func:`lintf.compute.experiments.lr_sweep`), one frame."""
-    return _concat([E.lr_sweep(s, ctx.scale, points=points, steps=steps, **ctx.kw()).frames["sweep"]
+    return concat([E.lr_sweep(s, ctx.scale, points=points, steps=steps, **ctx.kw()).frames["sweep"]
                     for s in settings])
 
 
 def batch_curves(ctx: Context, settings) -> pd.DataFrame:
     """``R_med`` against the evaluation batch's size (:func:`lintf.compute.experiments.batch_size_curve`)
     of ``settings``, one frame."""
-    return _concat([E.batch_size_curve(s, ctx.scale, **ctx.kw()).frames["curve"] for s in settings])
+    return concat([E.batch_size_curve(s, ctx.scale, **ctx.kw()).frames["curve"] for s in settings])
 
 
 def conditioning(ctx: Context, settings, eval_batch: str = "authors", lrs="default") -> pd.DataFrame:
@@ -128,7 +134,7 @@ def conditioning(ctx: Context, settings, eval_batch: str = "authors", lrs="defau
     on ``eval_batch``), one frame; a model the scale gives no Hessian adds no row."""
     got = [E.conditioning(s, ctx.scale, eval_batch=eval_batch, lrs=lrs, seeds=ctx.seeds, steps=ctx.steps,
                           **ctx.kw()).frames["conditioning"] for s in settings]
-    return _concat(got)
+    return concat(got)
 
 
 def variant_lrs(scale: Scale, setting: str) -> str:
@@ -141,7 +147,7 @@ def variant_training(ctx: Context, settings) -> dict:
     """The model variants' runs, each at its :func:`variant_lrs`, as one ``history`` and one
     ``runs`` frame."""
     got = [training(ctx, [s], lrs=variant_lrs(ctx.scale, s)) for s in settings]
-    return {k: _concat([g[k] for g in got]) for k in ("history", "runs")}
+    return {k: concat([g[k] for g in got]) for k in ("history", "runs")}
 
 
 def claim8_sweep(ctx: Context) -> dict:
@@ -165,9 +171,9 @@ def ablation_runs(ctx: Context, settings=claims.ABLATION_SETTINGS, optimizers=AL
     got = {s: E.ablation(s, ctx.scale, optimizers=optimizers, clip=clip, seeds=ctx.seeds, steps=ctx.steps,
                          **ctx.kw())
            for s in settings}
-    return {"history": _concat([r.frames["history"] for r, _ in got.values()]),
-            "runs": _concat([r.frames["runs"] for r, _ in got.values()]),
-            "best": _concat([b.assign(setting=s) for s, (_, b) in got.items()])}
+    return {"history": concat([r.frames["history"] for r, _ in got.values()]),
+            "runs": concat([r.frames["runs"] for r, _ in got.values()]),
+            "best": concat([b.assign(setting=s) for s, (_, b) in got.items()])}
 
 
 def context(scale=None, **kw) -> Context:

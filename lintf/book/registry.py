@@ -221,7 +221,7 @@ def _inputs3(ctx, protocol: str | None = None) -> dict:
                            steps=ctx.steps, **ctx.kw()).frames["conditioning"] for s in others]
     rest_runs = [E.training(s, sc, lrs=lrs[s], seeds=ctx.seeds, steps=ctx.steps, **ctx.kw())
                  .frames["runs"] for s in others]
-    return {"conditioning": B._concat(table + rest), "runs": B._concat(table_runs + rest_runs), "protocol": protocol}
+    return {"conditioning": B.concat(table + rest), "runs": B.concat(table_runs + rest_runs), "protocol": protocol}
 
 
 def _rule3(data, ctx, protocol=None, method="diag") -> C.Verdict:
@@ -273,8 +273,8 @@ def _inputs8(ctx) -> dict:
     horizon = ctx.steps or sc.steps_for(get_setting("softmax"))
     got = {s: E.training(s, sc, lrs=B.claim8_rates(ctx, s), seeds=ctx.seeds, steps=horizon, **ctx.kw())
            for s in ("setting1", "softmax")}
-    return {"history": B._concat([g.frames["history"] for g in got.values()]),
-            "runs": B._concat([g.frames["runs"] for g in got.values()])}
+    return {"history": B.concat([g.frames["history"] for g in got.values()]),
+            "runs": B.concat([g.frames["runs"] for g in got.values()])}
 
 
 # -- the declared alternatives ----------------------------------------------------------------

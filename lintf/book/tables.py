@@ -15,7 +15,7 @@ from ..compute import experiments as E
 from ..compute.checks import check_choice
 from ..compute.settings import PAPER_CONDITION_RATIOS, get_setting
 from . import claims, summaries
-from .frames import BASE, Context, _concat
+from .frames import BASE, Context, concat, provenance
 
 def _iterations(s, name):
     return s.steps_for(get_setting(name))
@@ -198,9 +198,9 @@ def condition_tables(ctx: Context, settings=BASE, method: str = "diag") -> dict:
     """
     check_choice("method", method, ("eig", "diag"))
     sc = ctx.scale
-    frames = {pr: _concat([E.table_conditioning(s, sc, eval_batch=pr, **ctx.kw()).frames["conditioning"]
+    frames = {pr: concat([E.table_conditioning(s, sc, eval_batch=pr, **ctx.kw()).frames["conditioning"]
                            for s in settings]) for pr in TABLE_PROTOCOLS}
-    runs = _concat([E.table_training(s, sc, **ctx.kw()).frames["runs"] for s in settings])
+    runs = concat([E.table_training(s, sc, **ctx.kw()).frames["runs"] for s in settings])
     stats_ = {pr: summaries.condition_ratio_table(f, steps=sc.table_steps, method=method, eval_batch=pr,
                                                paper=PAPER_CONDITION_RATIOS, runs=runs).set_index(["setting", "step"])
               for pr, f in frames.items()}
@@ -219,8 +219,9 @@ def condition_tables(ctx: Context, settings=BASE, method: str = "diag") -> dict:
                 "large: geometric mean [bounds]": f"{g['geo_mean']:.2f} {_bounds(g['low'], g['high'])}"
                 if g is not None else "-",
                 "seeds": int(g["n_seeds"]) if g is not None else 0})
-    per_seed = _concat([claims.claim3(f, steps=sc.table_steps, method=method, eval_batch=pr, runs=runs)
+    per_seed = concat([claims.claim3(f, steps=sc.table_steps, method=method, eval_batch=pr, runs=runs)
                         .details["data"].assign(eval_batch=pr) for pr, f in frames.items()])
+    per_seed.attrs["provenance"] = provenance(*frames.values(), runs)
     return {"frames": frames, "runs": runs, "stats": stats_, "per_seed": per_seed,
             "table": pd.DataFrame(rows).set_index(["setting", "iteration"])}
 
