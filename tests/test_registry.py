@@ -24,6 +24,9 @@ GLUE_ROLE = re.compile(r"\{glue(?::text)?\}`([^`:]+)(?::[^`]*)?`")
 # what lintf.chapter.glue_verdict glues per verdict, and per part after "<claim>_<id>"
 VERDICT_KEYS = {"stat", "low", "high", "parts", "parts_holds", "parts_does_not_hold", "parts_inconclusive",
                 "parts_untested", "headline", "part", "sentence", "counts"}
+CLAIM_KEYS = {"statement", "alternatives", "carries", "protocol"}
+"""What a chapter glues of a claim besides its verdict: its statement (lintf.book.chapter.glue_statements)
+and how far the verdict carries (lintf.book.chapter.show_alternatives)."""
 PART_SUFFIXES = ("", "_low", "_high", "_n", "_verdict", "_text", "_exp")
 
 
@@ -177,6 +180,9 @@ def test_prose_pastes_only_keys_of_its_claims_parts(name):
         assert n in R.REGISTRY, (name, n)
         if not rest or rest in VERDICT_KEYS or f'"claim{n}_{rest}"' in code:   # the chapter's own glue
             continue
+        if rest in CLAIM_KEYS:      # glued by the setup cell and show_alternatives, for the claims it decides
+            assert R.REGISTRY[n].chapter == name, f"{name} pastes claim{n}_{rest}, a claim of {R.REGISTRY[n].chapter}"
+            continue
         assert R.REGISTRY[n].chapter == name, f"{name} pastes claim{n}_{rest}, a part of {R.REGISTRY[n].chapter}"
         ids = set(R.REGISTRY[n].ids("ci")) & set(R.REGISTRY[n].ids("cpu"))
         assert any(rest == i + s for i in ids for s in PART_SUFFIXES), \
@@ -215,3 +221,15 @@ def test_claim_by_claim_names_every_claim_with_its_verdict():
     text = B.claim_by_claim({6: v})
     assert text.startswith("1 (Adam's lower loss) not computed, 2 (heavy-tailed noise) not computed")
     assert "6 (depth) holds" in text and text.count("(") == len(R.REGISTRY)
+
+
+def test_chapters_state_claims_in_the_registry_s_words_only():
+    """No chapter types a claim's statement again: it pastes ``claimN_statement`` (glued from the
+    registry by its setup cell), and each chapter that decides a claim does so."""
+    for name in _notebooks():
+        text = " ".join(" ".join(_markdown(name)).split())
+        for k, c in R.REGISTRY.items():
+            assert " ".join(c.statement.split()) not in text, f"{name} types claim {k}'s statement"
+    for c in R.REGISTRY.values():
+        assert (c.number, "statement") in _claim_refs(c.chapter) or c.chapter in ("conditioning", "depth"), c.number
+
