@@ -23,15 +23,11 @@ Two sides, which the folders show, and the command line above both:
 The short names of earlier versions still resolve as attributes (``lintf.experiments`` is
 :mod:`lintf.compute.experiments`, ``lintf.plots`` is :mod:`lintf.book.plots`, ...); a book-side
 module is imported only when first asked for, so ``import lintf`` and every compute-side
-import leave the book side unloaded.
+import leave the book side unloaded. The names below (``lintf.train``, ``lintf.Model``, ...) are
+looked up on first use too: ``import lintf`` loads neither torch nor pandas, so that
+``python -m lintf --help`` answers at once.
 """
 import importlib
-
-from .compute.data import COVARIATES, Prompts, authors_prompts, sample_covariates, sample_prompts
-from .compute.engine import TrainResult, train
-from .compute.model import ATTENTIONS, Model, from_authors_block, loss, predict
-from .compute.optim import ALL_OPTIMIZERS, OPTIMIZERS, OptimConfig
-from .compute.settings import SCALES, SETTINGS, get_scale, get_setting
 
 __version__ = "0.1.0"
 
@@ -42,15 +38,32 @@ BOOK_MODULES = ("stats", "summaries", "claims", "registry", "frames", "tables", 
 """The modules of :mod:`lintf.book`."""
 
 
+_NAMES = {"COVARIATES": "data", "Prompts": "data", "authors_prompts": "data", "sample_covariates": "data",
+          "sample_prompts": "data", "TrainResult": "engine", "train": "engine", "ATTENTIONS": "model",
+          "Model": "model", "from_authors_block": "model", "loss": "model", "predict": "model",
+          "ALL_OPTIMIZERS": "optim", "OPTIMIZERS": "optim", "OptimConfig": "optim", "SCALES": "settings",
+          "SETTINGS": "settings", "get_scale": "settings", "get_setting": "settings"}
+"""The compute side's names ``lintf`` offers, each with its module of :mod:`lintf.compute`."""
+
+
 def __getattr__(name: str):
-    """``lintf.<module>`` for a module of either side (imported on first use), e.g.
-    ``lintf.experiments``, ``lintf.plots``, ``lintf.stats``."""
+    """``lintf.<name>`` for a name of :data:`_NAMES` (e.g. ``lintf.train``), or for a module of
+    either side (e.g. ``lintf.experiments``, ``lintf.plots``, ``lintf.stats``), imported on
+    first use."""
+    if name in _NAMES:
+        value = getattr(importlib.import_module(f"{__name__}.compute.{_NAMES[name]}"), name)
+        globals()[name] = value                     # looked up once
+        return value
     if name in ("compute", "book", "plan", "pack"):
         return importlib.import_module(f"{__name__}.{name}")
     for side, modules in (("compute", COMPUTE_MODULES), ("book", BOOK_MODULES)):
         if name in modules:
             return importlib.import_module(f"{__name__}.{side}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_NAMES))
 
 
 __all__ = ["COVARIATES", "ATTENTIONS", "ALL_OPTIMIZERS", "OPTIMIZERS", "SCALES", "SETTINGS", "Model", "OptimConfig", "Prompts",

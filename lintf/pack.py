@@ -138,7 +138,8 @@ def pack(path, scale=None, *, only=None, part_size: int | None = None, device="a
     """Write the stored entries of the plan at ``scale`` (``only``: those chapters') to the tar
     ``path`` (``part_size``: numbered parts of at most that many bytes). Returns ``{"entries":
     n, "experiments": n, "missing": [names], "paths": [written files]}``; experiments not stored
-    are left out (listed in ``missing``)."""
+    are left out (listed in ``missing``). :class:`PackError`, and no file written, when none of
+    them is stored: an empty pack carries nothing and would look like a good one."""
     sc = _scale(scale)
     store = store or S.ResultStore()
     path = Path(path)
@@ -152,6 +153,10 @@ def pack(path, scale=None, *, only=None, part_size: int | None = None, device="a
             e["experiments"].append(exp.name)
             if exp.setting not in e["settings"]:
                 e["settings"].append(exp.setting)
+    if not found:
+        chapters = f" (chapters {', '.join(only if isinstance(only, (list, tuple)) else [only])})" if only else ""
+        raise PackError(f"nothing to pack: none of the {len(missing)} experiments of scale {sc.name}{chapters} is "
+                        f"stored in {store.root}; compute them first: python -m lintf compute --scale {sc.name}")
     records, blobs = [], {}
     for (kind, key), e in found.items():
         folder = store._folder(kind, key)

@@ -13,8 +13,14 @@ store holds it, :func:`compute_command` is the command line that computes a miss
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime
+import json
+import math
+import os
 import time
+from pathlib import Path
 
 import pandas as pd
 
@@ -368,55 +374,278 @@ def compute_command(kind: str, setting: str, scale=None) -> str:
 
 
 # -- the estimate ----------------------------------------------------------------------------
-def calibrate(experiments, scale, *, device="cpu", steps: int = 6) -> dict:
-    """Seconds per unit (:data:`UNITS`) for each setting's model among ``experiments`` on
-    ``device`` at ``scale``, from a short measurement.
+CALIBRATION_BUDGET = 7.0
+"""Seconds :func:`calibrate` may measure for: every model is measured once whatever it costs
+(about 5 s at scale ``paper`` on 2 cores), then again, cheapest first, while this budget
+lasts, up to :data:`CALIBRATION_ROUNDS` times."""
+CALIBRATION_ROUNDS = 5
+"""The most measurements of one model's step or Hessian; the estimate takes the fastest of them
+(another job on the machine only ever slows a timing down)."""
+CALIBRATION_TARGET = 0.06
+"""Seconds of training steps a measurement adds to its one-step baseline, and about half the
+seconds of a timed Hessian: long enough that the timings are not noise, short enough that
+every model fits the budget."""
+HESSIAN_TIMED_PARAMS = 2000
+"""Models of at most this many parameters have their exact Hessian timed; larger ones are
+estimated as four float32 run-iterations per parameter."""
+CALIBRATION_FILE = "calibration.json"
+"""Where :func:`calibration` caches its measurements: ``$XDG_CACHE_HOME/lintf/`` (default
+``~/.cache/lintf/``), one entry per host, device, torch version, lintf compute source and scale."""
 
-    ``train``: a program of 2 optimizers x 2 seeds at the scale's batch, timed at ``steps`` and
-    at 2 iterations (the difference, per run-iteration). ``hessian``: one exact float64 Hessian
-    of one run on ``scale.eval_size`` prompts, timed (models above 2000 parameters: estimated as
-    four float32 run-iterations per parameter, scaled to ``eval_size`` prompts). ``gradient``:
-    one run-iteration scaled to ``noise_batch_size`` prompts. Returns ``{(model key, unit):
-    seconds}``."""
+
+@contextlib.contextmanager
+def one_thread(device="cpu"):
+    """What a task of ``python -m lintf compute`` runs under (:func:`run_task`): one torch thread,
+    the engine's and the Hessian's chunks taken in turn by it, the device's precision flags;
+    restored on exit. The calibration measures under it too, so that the estimate is of what
+    compute does."""
     import torch
 
-    from .compute import measure
-    from .compute.engine import initial_params, resolve_device, train
-    from .compute.optim import OptimConfig
-    sc, dev = _scale(scale), resolve_device(device)
-    out = {}
-    for exp in experiments:
-        st = get_setting(exp.setting)
-        model = _model_key(st)
-        if exp.iterations == 0 or (model, exp.unit) in out:
-            continue
-        if (model, "train") not in out:
-            def timed(k):
-                t0 = time.perf_counter()
-                train(st.model, st.prompts, [("sgdm", st.lrs["sgdm"]), ("adam", st.lrs["adam"])], [0, 1], steps=k,
-                      batch_size=sc.batch_size, optim_config=OptimConfig(clip=st.clip), eval_every=sc.eval_every,
-                      checkpoint_every=None, record_smoothness=st.record_smoothness,
-                      smoothness_every=sc.smoothness_every, device=dev, dtype=st.dtype, progress=False)
-                return time.perf_counter() - t0
-            timed(1)                                                         # warm-up
-            out[(model, "train")] = max(timed(steps) - timed(2), 1e-6) / (4 * (steps - 2))
-        per_prompt = out[(model, "train")] / sc.batch_size
-        if exp.unit == "gradient":
-            out[(model, "gradient")] = per_prompt * sc.noise_batch_size
-        elif exp.unit == "hessian":
-            if st.model.num_params <= 2000:
-                params = {k: v[:1] for k, v in initial_params(st.model, [0]).items()}
-                Z, y = E.eval_chunks(st, sc, 0, 1)
-                t0 = time.perf_counter()
-                measure.hessian(st.model, params, Z[0].unsqueeze(0), y[0].unsqueeze(0))
-                out[(model, "hessian")] = time.perf_counter() - t0
-            else:
-                out[(model, "hessian")] = 4 * st.model.num_params * per_prompt * sc.eval_size
-    return out
+    from .compute import engine, fast
+    before = torch.get_num_threads(), engine.POOL_THREADS, fast.HESSIAN_POOL
+    torch.set_num_threads(1)
+    engine.POOL_THREADS = fast.HESSIAN_POOL = 1          # one busy thread per worker process
+    engine.precision_flags(device, apply=True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before[0])
+        engine.POOL_THREADS, fast.HESSIAN_POOL = before[1], before[2]
 
 
 def _model_key(st) -> str:
-    return repr((st.model, st.prompts.n, st.prompts.d, st.prompts.covariates, st.precision))
+    return repr((st.model, st.prompts.n, st.prompts.d, st.prompts.covariates, st.precision, st.record_smoothness))
+
+
+def _needs(experiments) -> dict:
+    """``{(model key, unit): setting}`` of every rate :func:`estimate` reads for ``experiments``
+    (a gradient's rate and a large model's Hessian come from its training rate)."""
+    out = {}
+    for exp in experiments:
+        if exp.iterations == 0:
+            continue
+        st = get_setting(exp.setting)
+        out.setdefault((_model_key(st), "train"), exp.setting)
+        out.setdefault((_model_key(st), exp.unit), exp.setting)
+    return out
+
+
+def calibrate(experiments, scale, *, device="cpu", budget: float = CALIBRATION_BUDGET, known=None) -> dict:
+    """Seconds per unit (:data:`UNITS`) for each setting's model among ``experiments`` on
+    ``device`` at ``scale``, measured here on one torch thread (:func:`one_thread`, as compute
+    runs each experiment) in about ``budget`` seconds.
+
+    ``train``: a program of 2 optimizers x 2 seeds (one seed above
+    :data:`HESSIAN_TIMED_PARAMS` parameters) at the scale's batch, timed at one step and at
+    ``1 + m`` steps (``m`` steps of about :data:`CALIBRATION_TARGET` seconds), the difference
+    per run-iteration. ``hessian``: one exact float64 Hessian of one run, timed on a power of
+    two of prompts that takes about twice :data:`CALIBRATION_TARGET` and scaled to
+    ``scale.eval_size`` prompts (its cost is linear in the prompts: within 10% from 32 prompts
+    for L=8 and the nonlinear model), once per architecture (the covariates do not change it);
+    above :data:`HESSIAN_TIMED_PARAMS` parameters, four float32 run-iterations per parameter.
+    ``gradient``: one run-iteration scaled to ``noise_batch_size`` prompts. Each timing is
+    warmed up first, measured once, then again, cheapest first, while ``budget`` lasts (at most
+    :data:`CALIBRATION_ROUNDS` times); a rate takes the fastest of its timings (on the CPU one
+    thread's CPU time, :func:`_clock`: another job only ever adds to it). ``known``:
+    rates already measured (the cache), kept and not measured again. Returns ``{(model key,
+    unit): seconds}``."""
+    from .compute.engine import resolve_device
+    sc, dev = _scale(scale), resolve_device(device)
+    rates = dict(known or {})
+    todo = {k: s for k, s in _needs(experiments).items() if k not in rates}
+    trains, hessians = {}, {}
+    for (model, unit), setting in todo.items():
+        st = get_setting(setting)
+        if unit == "train":
+            trains[model] = _TrainTimer(st, sc, dev)
+        elif unit == "hessian" and st.model.num_params <= HESSIAN_TIMED_PARAMS:
+            arch = repr((st.model, st.prompts.n, st.prompts.d))
+            hessians.setdefault(arch, _HessianTimer(st, sc, dev))
+    timers = list(trains.values()) + list(hessians.values())
+    if timers:
+        with one_thread(dev):
+            start = time.perf_counter()
+            for t in timers:                                   # every timing once, whatever it costs
+                t.warm_up()
+                t.measure()
+            for _ in range(CALIBRATION_ROUNDS - 1):           # then again, cheapest first, within the budget
+                for t in sorted(timers, key=lambda t: t.cost):
+                    if time.perf_counter() - start + t.cost <= budget:
+                        t.measure()
+    for model, timer in trains.items():
+        rates[(model, "train")] = timer.rate()
+    for (model, unit), setting in todo.items():              # the rates derived from training
+        st = get_setting(setting)
+        per_prompt = rates[(model, "train")] / sc.batch_size
+        if unit == "gradient":
+            rates[(model, unit)] = per_prompt * sc.noise_batch_size
+        elif unit == "hessian":
+            timer = hessians.get(repr((st.model, st.prompts.n, st.prompts.d)))
+            rates[(model, unit)] = (timer.rate() if timer is not None
+                                    else 4 * st.model.num_params * per_prompt * sc.eval_size)
+    return rates
+
+
+def _clock(dev):
+    """The clock a calibration times with: on the CPU this process's CPU time (one busy thread,
+    :func:`one_thread`: its wall time on a quiet machine, and what other jobs on the machine do
+    not inflate, so that two calibrations agree), on CUDA the wall clock after a synchronize."""
+    if dev.type != "cuda":
+        return time.process_time()
+    import torch
+    torch.cuda.synchronize(dev)
+    return time.perf_counter()
+
+
+class _TrainTimer:
+    """Times a setting's training program at the scale's batch: ``T(1 + m) - T(1)`` over ``m``
+    steps, per run-iteration."""
+
+    def __init__(self, st, sc, dev):
+        self.st, self.sc, self.dev, self.ones, self.mores, self.cost = st, sc, dev, [], [], 0.0
+        big = st.model.num_params > HESSIAN_TIMED_PARAMS
+        # a large model (L=8, d=20: 0.3 s a step on one thread): one seed on a quarter of the batch,
+        # scaled up (its step's cost is the prompts' forward and backward passes)
+        self.seeds, self.batch = ([0], max(1, sc.batch_size // 4)) if big else ([0, 1], None)
+        self.runs, self.steps = 2 * len(self.seeds), 1
+
+    def _time(self, steps, batch=None):
+        from .compute.engine import train
+        from .compute.optim import OptimConfig
+        st, sc = self.st, self.sc
+        batch = batch or self.batch
+        # the evaluation batch on few prompts: a program evaluates at its first and last step (fixed costs,
+        # which the difference of two timings removes) and every eval_every steps (a small share of training)
+        size = {"batch_size": batch or sc.batch_size, "eval_size": min(16, batch or sc.batch_size)}
+        t0 = _clock(self.dev)
+        train(st.model, st.prompts, [("sgdm", st.lrs["sgdm"]), ("adam", st.lrs["adam"])], self.seeds, steps=steps,
+              **size, optim_config=OptimConfig(clip=st.clip), eval_every=sc.eval_every, checkpoint_every=None,
+              record_smoothness=st.record_smoothness, smoothness_every=sc.smoothness_every, device=self.dev,
+              dtype=st.dtype, progress=False)
+        return _clock(self.dev) - t0
+
+    def warm_up(self):
+        big = self.st.model.num_params > HESSIAN_TIMED_PARAMS
+        self._time(1, batch=min(16, self.sc.batch_size) if big else None)     # first-call costs
+
+    def measure(self):
+        one = self._time(1)
+        if not self.ones:
+            # the length of every timing of this model: m steps of about CALIBRATION_TARGET seconds, from
+            # two steps' difference (one step alone is mostly the program's fixed costs: its evaluations)
+            step = max((self._time(3) - one) / 2, 1e-5)
+            self.steps = max(1, min(256, round(CALIBRATION_TARGET / step)))
+        more = self._time(1 + self.steps)
+        self.ones.append(one)
+        self.mores.append(more)
+        self.cost = one + more
+
+    def rate(self):
+        # the fastest of each timing: another job on the machine only ever slows one down
+        step = (min(self.mores) - min(self.ones)) / self.steps
+        if step <= 0:                               # timings too close to tell apart: an upper bound
+            step = min(self.mores) / (1 + self.steps)
+        return step / self.runs * (self.sc.batch_size / self.batch if self.batch else 1.0)
+
+
+class _HessianTimer:
+    """Times one exact float64 Hessian of one run on a power of two of prompts (at most
+    ``eval_size``), scaled to ``eval_size`` prompts."""
+
+    def __init__(self, st, sc, dev):
+        from .compute.engine import initial_params
+        self.st, self.sc, self.dev, self.samples, self.cost = st, sc, dev, [], 0.0
+        self.params = {k: v[:1].to(dev) for k, v in initial_params(st.model, [0]).items()}
+        Z, y = E.eval_chunks(st, sc, 0, 1)
+        self.Z, self.y = Z.to(dev), y.to(dev)
+        self.prompts = min(8, sc.eval_size)
+
+    def _time(self, prompts):
+        from .compute import measure
+        t0 = _clock(self.dev)
+        measure.hessian(self.st.model, self.params, self.Z[:, :prompts], self.y[:, :prompts])
+        return _clock(self.dev) - t0
+
+    def warm_up(self):
+        self._time(self.prompts)                              # first-call costs
+        per_prompt = self._time(self.prompts) / self.prompts  # an upper bound: fixed costs included
+        n = 2 ** round(math.log2(max(1.0, 2 * CALIBRATION_TARGET / max(per_prompt, 1e-9))))
+        self.prompts = int(min(self.sc.eval_size, max(16, n)))
+
+    def measure(self):
+        self.cost = self._time(self.prompts)
+        self.samples.append(self.cost * self.sc.eval_size / self.prompts)
+
+    def rate(self):
+        return min(self.samples)                     # the fastest: another job only ever slows one down
+
+
+def calibration_path() -> Path:
+    """The calibration cache: ``$XDG_CACHE_HOME/lintf/calibration.json``, by default
+    ``~/.cache/lintf/calibration.json`` (:data:`CALIBRATION_FILE`)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "lintf" / CALIBRATION_FILE
+
+
+def calibration_key(scale, device="cpu") -> str:
+    """What a calibration holds for: host, device (its name on CUDA), torch version, the lintf
+    compute source (:func:`lintf.compute.store.compute_hash`) and the scale, as one string."""
+    import socket
+
+    import torch
+
+    from .compute.engine import resolve_device
+    from .compute.store import compute_hash
+    dev = resolve_device(device)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    return json.dumps({"host": socket.gethostname(), "device": f"{dev.type}:{name}", "torch": torch.__version__,
+                       "compute_hash": compute_hash()[:16], "scale": _scale(scale).name}, sort_keys=True)
+
+
+def _read_cache(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) and isinstance(data.get("entries"), dict) else {"entries": {}}
+    except (OSError, ValueError):                  # no cache yet, or a damaged one: measured again
+        return {"entries": {}}
+
+
+def cached_rates(scale, device="cpu") -> dict:
+    """The rates the calibration cache holds for ``scale`` on ``device`` here (empty if none);
+    never measures."""
+    entry = _read_cache(calibration_path())["entries"].get(calibration_key(scale, device), {})
+    try:
+        return {(m, u): float(s) for m, u, s in entry.get("rates", [])}
+    except (TypeError, ValueError):
+        return {}
+
+
+def calibration(experiments, scale, *, device="cpu", recalibrate: bool = False,
+                budget: float = CALIBRATION_BUDGET) -> tuple[dict, float | None]:
+    """:func:`calibrate`'s rates for ``experiments``, measured once per machine: read from the
+    cache (:func:`calibration_path`, keyed by :func:`calibration_key`) when it holds them, else
+    measured (the missing ones only; every one with ``recalibrate``) and written back. Returns
+    ``(rates, seconds measured)``, seconds None when everything came from the cache. A cache
+    that cannot be written is left alone (the rates are still returned)."""
+    path, key = calibration_path(), calibration_key(scale, device)
+    known = {} if recalibrate else cached_rates(scale, device)
+    missing = [k for k in _needs(experiments) if k not in known]
+    if not missing:
+        return known, None
+    t0 = time.perf_counter()
+    rates = calibrate(experiments, scale, device=device, budget=budget, known=known)
+    seconds = time.perf_counter() - t0
+    data = _read_cache(path)
+    data["entries"][key] = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                            "rates": [[m, u, s] for (m, u), s in sorted(rates.items())]}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, path)                         # atomic: a concurrent plan reads the old or the new
+    except OSError:
+        pass
+    return rates, seconds
 
 
 def estimate(exp: Experiment, rates: dict) -> float:
@@ -424,6 +653,39 @@ def estimate(exp: Experiment, rates: dict) -> float:
     if exp.iterations == 0:
         return 0.0
     return exp.iterations * rates.get((_model_key(get_setting(exp.setting)), exp.unit), 0.0)
+
+
+def counted_in(exp: Experiment, scale=None) -> str:
+    """Why an experiment of no ``iterations`` computes nothing of its own, in a few words: its
+    runs are another experiment's (``"counted in stable/depth2"``: the stable search's runs at
+    the chosen rates; ``table_training`` whose seeds all ran to the table's horizon already), or
+    its model is above the scale's ``hessian_max_params`` (no Hessians at this scale). Empty for
+    an experiment that computes something."""
+    if exp.iterations:
+        return ""
+    if exp.unit == "hessian":
+        sc, st = _scale(scale), get_setting(exp.setting)
+        if sc.hessian_max_params is not None and st.model.num_params > sc.hessian_max_params:
+            return (f"no Hessians at scale {sc.name}: {st.model.num_params} parameters > "
+                    f"hessian_max_params {sc.hessian_max_params}")
+        return "no Hessians at this scale"
+    return f"counted in {exp.after[0]}" if exp.after else "nothing to compute"
+
+
+def duration(seconds) -> str:
+    """Seconds as a reader takes them in: ``"2 h 05 min"``, ``"4 min 12 s"``, ``"38 s"``,
+    ``"4.2 s"``; ``"-"`` for None."""
+    if seconds is None:
+        return "-"
+    if seconds < 9.95:
+        return f"{seconds:.1f} s"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    minutes = int(round(seconds / 60))
+    return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 # -- how much of the paper a scale computes --------------------------------------------------
@@ -491,37 +753,65 @@ def priorities(experiments) -> dict:
     return {name: int(c) for name, c in chain.items()}
 
 
+def warm_worker() -> None:
+    """Nothing: run on every Dask worker as it starts (``client.run``), it makes the worker import
+    this module, torch and lintf's compute side, so that the start-up is over before the first
+    task (and measured as such)."""
+
+
 def run_task(exp: Experiment, scale: str, device: str, root: str, *after) -> list[str]:
     """One task of ``python -m lintf compute``: ``exp`` computed (or read) at the scale named
     ``scale`` into the store at ``root``, on one torch thread (the same numbers in-process and
     on any Dask worker); returns the keys of the store entries it wrote or read, never tensors.
     ``after``: the results of the tasks it waits for (unused)."""
-    import torch
-
-    from .compute import engine, fast
     from .compute.store import ResultStore
-    before = torch.get_num_threads(), engine.POOL_THREADS, fast.HESSIAN_POOL
-    torch.set_num_threads(1)
-    engine.POOL_THREADS = fast.HESSIAN_POOL = 1          # one busy thread per worker process
-    engine.precision_flags(device, apply=True)
-    try:
-        with E.touched() as seen:
-            call(exp, scale, device=device, store=ResultStore(root), progress=False)
-    finally:
-        torch.set_num_threads(before[0])
-        engine.POOL_THREADS, fast.HESSIAN_POOL = before[1], before[2]
+    with one_thread(device), E.touched() as seen:
+        call(exp, scale, device=device, store=ResultStore(root), progress=False)
     return [key for _, key in seen.entries]
 
 
+class _Progress:
+    """Lines for a log, one per finished experiment: how many of how many, its name and seconds,
+    the time since the start and an estimate of the time left. The estimate weighs each
+    experiment by the calibration of ``python -m lintf plan`` when one is cached for this scale
+    and device (:func:`cached_rates`), else by its rough cost (:data:`UNIT_WEIGHT`), and
+    extrapolates the time so far over the weight still to compute."""
+
+    def __init__(self, todo, sc, device, report):
+        self.report, self.start, self.n, self.done = report, time.perf_counter(), len(todo), 0
+        try:
+            from .compute.engine import resolve_device
+            rates = cached_rates(sc, resolve_device(device))
+        except (ValueError, OSError, RuntimeError):     # no device to read a cache for: rough weights
+            rates = {}
+        exact = rates and all(e.iterations == 0 or (_model_key(get_setting(e.setting)), e.unit) in rates
+                              for e in todo)
+        self.weight = {e.name: max(estimate(e, rates) if exact else _rough_cost(e), 1e-9) for e in todo}
+        self.left = sum(self.weight.values())
+        self.total = self.left
+
+    def finished(self, exp, seconds=None, failed=False):
+        self.done += 1
+        self.left -= self.weight.get(exp.name, 0.0)
+        elapsed = time.perf_counter() - self.start
+        share = 1.0 - self.left / self.total if self.total else 1.0
+        eta = elapsed * (1.0 - share) / share if share > 0 else None
+        took = "failed" if failed else (duration(seconds) if seconds is not None else "finished")
+        left = "" if self.done == self.n or eta is None else f", about {duration(eta)} left"
+        self.report(f"lintf compute: {self.done}/{self.n} {exp.name} ({took}); {duration(elapsed)} so far{left}")
+
+
 def compute(scale=None, *, only=None, experiments=None, device="auto", store=None, client=None, retries: int = 2,
-            progress=None) -> dict:
+            progress=None, report=None) -> dict:
     """Compute the experiments of :func:`plan` that the store lacks: in this process one after
     another (``client`` None), else as tasks of the Dask ``client`` (one per experiment, with
     its ``after`` as dependencies, ``retries`` each: a task whose worker died runs again).
     ``experiments``: a list of :class:`Experiment` in plan order instead of ``plan(scale, only)``.
 
     One progress bar over the plan's ``iterations`` (with an estimate of the time left).
-    Returns ``{"computed": n, "reused": n, "failed": [(name, one-line error)], "seconds": wall,
+    ``report``: None, or a function given one line of text when the computation starts and
+    whenever an experiment finishes (:class:`_Progress`: elapsed time, time left), for a log
+    where a bar would not show (the book build's). Returns ``{"computed": n, "reused": n, "failed": [(name, one-line error)], "seconds": wall,
     "times": {name: seconds}}``: ``times``, the seconds each computed experiment's task ran
     (on a Dask cluster, from the scheduler's task stream: the worker's compute time).
     """
@@ -537,6 +827,12 @@ def compute(scale=None, *, only=None, experiments=None, device="auto", store=Non
     pbar = bar(total=sum(e.iterations for e in exps), desc=f"lintf compute, scale {sc.name}", progress=progress,
                unit="it")
     pbar.update(sum(e.iterations for e in exps if e not in todo))
+    lines = None
+    if report is not None:
+        lines = _Progress(todo, sc, device, report)
+        where = "in this process" if client is None else f"on {len(client.nthreads())} Dask workers"
+        report(f"lintf compute: {len(todo)} of {len(exps)} experiments to compute at scale {sc.name} {where} "
+               f"({reused} stored)")
     computed, failed, times = 0, [], {}
     if client is None:
         broken = set()
@@ -554,6 +850,8 @@ def compute(scale=None, *, only=None, experiments=None, device="auto", store=Non
                 broken.add(exp.name)
                 failed.append((exp.name, " ".join(f"{type(err).__name__}: {err}".split())))
             pbar.update(exp.iterations)
+            if lines is not None:
+                lines.finished(exp, times.get(exp.name), failed=exp.name in broken)
     else:
         from dask.distributed import as_completed, get_task_stream
         futures, names = {}, {}
@@ -572,6 +870,8 @@ def compute(scale=None, *, only=None, experiments=None, device="auto", store=Non
                     err = fut.exception()
                     failed.append((exp.name, " ".join(f"{type(err).__name__}: {err}".split())))
                 pbar.update(exp.iterations)
+                if lines is not None:
+                    lines.finished(exp, failed=fut.status != "finished")
         for task in stream.data:
             exp = names.get(task.get("key"))
             spans = [s["stop"] - s["start"] for s in task.get("startstops", ()) if s.get("action") == "compute"]

@@ -9,6 +9,8 @@ import tarfile
 import time
 from pathlib import Path
 
+import re
+
 import pandas as pd
 import pytest
 
@@ -21,8 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def lintf(*args, store, timeout=300, env=None):
-    """Run ``python -m lintf ARGS`` with the store at ``store``; the CompletedProcess."""
-    environ = {**os.environ, "LINTF_RESULTS": str(store), "LINTF_PROGRESS": "0", **(env or {})}
+    """Run ``python -m lintf ARGS`` with the store at ``store`` (and the calibration cache beside
+    it, never the user's); the CompletedProcess."""
+    environ = {**os.environ, "LINTF_RESULTS": str(store), "LINTF_PROGRESS": "0",
+               "XDG_CACHE_HOME": str(Path(store).parent / "xdg-cache"), **(env or {})}
     environ.pop("LINTF_READ_ONLY", None)
     return subprocess.run([sys.executable, "-m", "lintf", *args], cwd=ROOT, env=environ, capture_output=True,
                           text=True, timeout=timeout)
@@ -62,27 +66,98 @@ def test_cuda_without_cuda_is_refused(tmp_path):
     one_line_error(lintf("compute", "--scale", "ci", "--device", "cuda", store=tmp_path / "s"), "--device", "CUDA")
 
 
-def test_unreachable_scheduler_fails_fast(tmp_path):
+def test_refused_scheduler_fails_at_once(tmp_path):
+    """Nothing listens: one line within 5 s (no wait for --connect-timeout), before torch loads."""
     start = time.monotonic()
-    proc = lintf("compute", "--scale", "ci", "--only", "smoothness", "--scheduler", "tcp://127.0.0.1:9",
-                 "--connect-timeout", "3", store=tmp_path / "s", timeout=60)
-    one_line_error(proc, "--scheduler", "tcp://127.0.0.1:9", "3 s")
-    assert time.monotonic() - start < 40
+    proc = lintf("compute", "--scale", "ci", "--only", "smoothness", "--scheduler", "tcp://127.0.0.1:1",
+                 store=tmp_path / "s", timeout=60)
+    one_line_error(proc, "--scheduler", "tcp://127.0.0.1:1", "connection refused")
+    assert time.monotonic() - start < 5
     assert not (tmp_path / "s").exists()
+
+
+def test_silent_scheduler_fails_after_the_connect_timeout(tmp_path):
+    """Something accepts the connection but sends no Dask handshake (Dask's client would wait for
+    it forever): one line after --connect-timeout."""
+    import socket
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+        start = time.monotonic()
+        proc = lintf("compute", "--scale", "ci", "--only", "smoothness", "--scheduler", address,
+                     "--connect-timeout", "3", store=tmp_path / "s", timeout=60)
+    one_line_error(proc, "--scheduler", address, "3 s")
+    assert 3 <= time.monotonic() - start < 40
+    assert not (tmp_path / "s").exists()
+
+
+ESTIMATE = re.compile(r"^(?P<name>\S+)\s+(?P<setting>\S+)\s+(?P<iterations>[\d,]+) (?P<unit>\w+)\s+"
+                      r"(?P<state>stored|missing)\s+(?P<estimate>.+)$")
 
 
 def test_plan_lists_experiments_and_totals(tmp_path):
     proc = lintf("plan", "--scale", "ci", "--only", "smoothness", store=tmp_path / "s")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
-    rows = [line for line in lines if line.startswith("training/")]
-    assert [r.split()[0] for r in rows] == ["training/setting1", "training/setting2", "training/setting3"]
+    rows = [ESTIMATE.match(line) for line in lines if line.startswith("training/")]
+    assert [r["name"] for r in rows] == ["training/setting1", "training/setting2", "training/setting3"]
     for r in rows:
-        name, setting, iterations, unit, state, secs = r.split()
-        assert setting == name.split("/")[1] and iterations == "720" and unit == "train" and state == "missing"
-        assert float(secs.replace(",", "")) >= 0
+        assert r["setting"] == r["name"].split("/")[1] and r["iterations"] == "720" and r["unit"] == "train"
+        assert r["state"] == "missing" and re.fullmatch(r"(\d+\.\d s|\d+ s|\d+ min \d\d s|\d+ h \d\d min)",
+                                                        r["estimate"].strip()), r["estimate"]
     assert any(line.strip().startswith("smoothness") and "3 experiments,   3 missing" in line for line in lines)
     assert lines[-1] == "missing: 3 of 3 experiments"
+    assert not (tmp_path / "s").exists()
+
+
+def test_plan_explains_empty_rows_and_totals_only_the_chapters_asked(tmp_path):
+    proc = lintf("plan", "--scale", "ci", "--only", "depth", "--no-estimate", store=tmp_path / "s")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    row = next(line for line in lines if line.startswith("training/depth2/stable "))
+    assert row.endswith("(counted in stable/depth2)"), row               # its runs are the stable search's
+    assert any(line.startswith("conditioning/depth8/authors/stable ") and "hessian_max_params" in line
+               for line in lines)
+    totals = lines[lines.index(next(line for line in lines if line.startswith("per chapter"))) + 1:-1]
+    assert [t.split()[0] for t in totals] == ["depth", "all"], totals    # not heavy_tails, scorecard, ...
+
+
+def test_plan_calibrates_once_per_machine(tmp_path):
+    """The first plan measures (in at most 10 s) and caches; the next reads the cache;
+    --recalibrate measures again."""
+    store = tmp_path / "s"
+    cache = tmp_path / "xdg-cache" / "lintf" / "calibration.json"
+    first = lintf("plan", "--scale", "ci", "--only", "smoothness", store=store)
+    assert first.returncode == 0, first.stderr
+    seconds = float(re.search(r"calibrated here in ([\d.]+) s", first.stdout).group(1))
+    assert seconds < 10 and cache.is_file()
+    (key,) = json.loads(cache.read_text())["entries"]
+    assert set(json.loads(key)) == {"host", "device", "torch", "compute_hash", "scale"} and '"ci"' in key
+    again = lintf("plan", "--scale", "ci", "--only", "smoothness", store=store)
+    assert "calibration cached" in again.stdout
+    assert [ln for ln in again.stdout.splitlines() if ln.startswith("training/")] == \
+        [ln for ln in first.stdout.splitlines() if ln.startswith("training/")]
+    fresh = lintf("plan", "--scale", "ci", "--only", "smoothness", "--recalibrate", store=store)
+    assert "calibrated here in" in fresh.stdout
+    assert not store.exists()
+
+
+def test_help_imports_neither_torch_nor_pandas(tmp_path):
+    """``python -m lintf --help`` (and a subcommand's) answers without the seconds torch takes."""
+    for args in (["--help"], ["plan", "--help"], ["compute", "--help"]):
+        proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "lintf", *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0 and "usage: python -m lintf" in proc.stdout, proc.stderr[-2000:]
+        loaded = {ln.split("|")[-1].strip() for ln in proc.stderr.splitlines() if ln.startswith("import time:")}
+        assert not loaded & {"torch", "pandas", "lintf.plan", "lintf.compute.settings"}, args
+
+
+def test_pack_of_nothing_stored_is_an_error(tmp_path):
+    pack = tmp_path / "ci.tar"
+    line = one_line_error(lintf("pack", "--scale", "ci", str(pack), store=tmp_path / "s"), "nothing to pack",
+                          "scale ci", "python -m lintf compute --scale ci")
+    assert not pack.exists() and not list(tmp_path.glob("ci.tar*")), line
     assert not (tmp_path / "s").exists()
 
 
@@ -122,6 +197,11 @@ def computed(tmp_path_factory):
     lines = proc.stdout.strip().splitlines()
     assert lines[-1].startswith("computed 3, reused 0, failed 0, wall time")
     assert lines[0].startswith("seconds per experiment (the 3 slowest of 3 computed;") and len(lines) == 5
+    # no terminal: one line per finished experiment on standard error, with the time so far and left
+    progress = [ln for ln in proc.stderr.splitlines() if ln.startswith("lintf compute: ")]
+    assert progress[0] == "lintf compute: 3 of 3 experiments to compute at scale ci in this process (0 stored)"
+    assert [ln.split()[2] for ln in progress[1:]] == ["1/3", "2/3", "3/3"], progress
+    assert all(" so far, about " in ln and ln.endswith(" left") for ln in progress[1:3]), progress
     return store
 
 
@@ -229,3 +309,29 @@ def test_unpack_refuses_damaged_and_foreign_packs_whole(computed, tmp_path):
     (tmp_path / "cut.tar").write_bytes(pack.read_bytes()[: pack.stat().st_size // 2])
     one_line_error(lintf("unpack", str(tmp_path / "cut.tar"), store=store), "cut.tar")
     assert not store.exists()
+
+
+def test_small_plan_on_workers_gets_a_hint_and_a_quiet_log(tmp_path):
+    """``--workers 2`` on three small experiments: the same results, one line per experiment,
+    a one-line hint that one process is as fast, and none of Dask's warnings (the dashboard's
+    port 8787 taken, a worker killed at shutdown)."""
+    import socket
+    taken = socket.socket()
+    try:
+        taken.bind(("127.0.0.1", 8787))                  # another cluster's dashboard port: no warning
+        taken.listen()
+    except OSError:
+        pass                                             # already taken: the same situation
+    try:
+        proc = lintf("compute", "--scale", "ci", "--only", "smoothness", "--workers", "2", store=tmp_path / "s")
+    finally:
+        taken.close()
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1].startswith("computed 3, reused 0, failed 0")
+    err = proc.stderr.splitlines()
+    assert err[0] == "lintf compute: 3 of 3 experiments to compute at scale ci on 2 Dask workers (0 stored)", err
+    assert len([ln for ln in err if re.match(r"lintf compute: \d/3 ", ln)]) == 3, err
+    hints = [ln for ln in err if ln.startswith("hint: ")]
+    assert len(hints) == 1 and "leave out --workers" in hints[0], err
+    others = [ln for ln in err if not ln.startswith(("lintf compute: ", "hint: "))]
+    assert not others, others                            # no "Port 8787 is already in use", no "still alive"

@@ -237,7 +237,7 @@ def test_hessian_in_prompt_chunks_equals_unchunked(model, n):
 
 def test_hessian_does_not_depend_on_its_threads(monkeypatch):
     """The prompt chunks may be computed on any number of threads: their terms are added in
-    chunk order, so the Hessian is the same bit for bit, one run or several."""
+    chunk order, so the Hessian is the same bit for bit; one run alone, to float64 rounding."""
     model, n = Model(L=3, d=5, parametrization="block"), 20
     params, Z, y = draw(model, n, (3,), (), B=300, seed=4, std=0.3)
     A0, z0 = fast.summarize(Z)
@@ -246,8 +246,10 @@ def test_hessian_does_not_depend_on_its_threads(monkeypatch):
         monkeypatch.setattr(fast, "HESSIAN_WORKERS", workers)
         got[workers] = fast.hessian(model, params, A0, z0, y, n, prompt_chunk=64)
     assert torch.equal(got[1], got[2]) and torch.equal(got[1], got[3])
+    # one run alone: other shapes, so other kernels may group its sums otherwise: equal to rounding
     one = {k: v[1] for k, v in params.items()}
-    assert torch.equal(fast.hessian(model, one, A0, z0, y, n, prompt_chunk=64), got[3][1])
+    torch.testing.assert_close(fast.hessian(model, one, A0, z0, y, n, prompt_chunk=64), got[3][1], rtol=1e-12,
+                               atol=1e-14 * got[3][1].abs().max().item())
 
 
 def test_hessian_rejects_bad_method_and_chunk():

@@ -98,7 +98,25 @@ def test_a_papermill_run_with_an_unknown_parameter_fails(tmp_path):
                           "--cwd", "book", "-p", "scale", "ci", "-p", "lr", "paper"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode != 0
-    assert "unknown parameter(s) ['lr'] for chapter 'intro'" in out.stdout + out.stderr
+    log = out.stdout + out.stderr
+    assert "unknown parameter(s) ['lr'] for chapter 'intro'" in log
+    # the report names the setup cell, In [3], as the README says, and ends with the error's one line
+    assert 'Exception encountered at "In [3]":' in log and "`In [3]`" in README.read_text()
+    assert log.strip().splitlines()[-1].startswith("ValueError: unknown parameter(s) ['lr']"), log[-2000:]
+    errors = [o for c in json.loads((tmp_path / "out.ipynb").read_text())["cells"] for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert len(errors) == 1 and errors[0]["ename"] == "ValueError"
+    assert errors[0]["traceback"] == [f"ValueError: {errors[0]['evalue']}"]   # one line, no frames of lintf
+
+
+def test_a_bad_parameter_shows_as_one_line():
+    """What IPython shows of a bad parameter: the error's one line (``_render_traceback_``); its
+    type and message are unchanged for Python."""
+    for bad, kind in ((dict(scale="huge"), ValueError), (dict(seeds=[-1]), ValueError),
+                      (dict(settings=3), TypeError), (dict(device="tpu"), ValueError)):
+        with pytest.raises(kind) as info:
+            chapter.parameters(**{"scale": "ci", "device": "cpu", **bad})
+        assert info.value._render_traceback_() == [f"{kind.__name__}: {info.value}"], bad
 
 
 def test_ci_pages_say_they_are_a_smoke_test(monkeypatch):

@@ -2,6 +2,9 @@
 provenance, and the same frames in-process and on a Dask cluster."""
 import dataclasses
 import datetime
+import json
+import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -138,7 +141,7 @@ def test_touched_records_dependencies_and_provenance(store):
     created = datetime.datetime.fromisoformat(record["created"]).strftime("%Y-%m-%d %H:%M UTC")
     assert sentence == (f"Computed at scale ci on cpu ({record['host']}, {created}), lintf compute source "
                         f"{record['compute_hash'][:8]}, by lintf.compute.experiments.training.")
-    merged = B._concat([result.frames["runs"], result.frames["runs"]])
+    merged = B.concat([result.frames["runs"], result.frames["runs"]])
     assert merged.attrs["provenance"] == [record]
 
 
@@ -171,15 +174,24 @@ def test_in_process_and_dask_frames_are_identical(tmp_path, monkeypatch):
     wanted = ("training/setting1", "table_training/setting1", "curve/setting1", "noise/setting1")
     exps = [e for e in P.plan(sc) if e.name in wanted]
     local, remote = ResultStore(tmp_path / "local"), ResultStore(tmp_path / "dask")
-    first = P.compute(sc, experiments=exps, store=local, progress=False)
+    lines = {"local": [], "dask": []}
+    first = P.compute(sc, experiments=exps, store=local, progress=False, report=lines["local"].append)
     assert first["failed"] == [] and first["computed"] == len(wanted)
     for name in DASK_ENVIRON:                       # Dask's LocalCluster sets these in this process's
         monkeypatch.setenv(name, "")                # environment for its workers and leaves them: restored
         monkeypatch.delenv(name)                    # after the test (children of later tests inherit them)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      scheduler_kwargs={"dashboard_address": ":0"}) as cluster, \
             Client(cluster) as client:
-        second = P.compute(sc, experiments=exps, store=remote, client=client, progress=False)
+        second = P.compute(sc, experiments=exps, store=remote, client=client, progress=False,
+                           report=lines["dask"].append)
     assert second["failed"] == [] and second["computed"] == first["computed"]
+    for where, got in (("in this process", lines["local"]), ("on 2 Dask workers", lines["dask"])):
+        n = len(wanted)                                 # a start line, then one per finished experiment
+        assert got[0] == f"lintf compute: {n} of {n} experiments to compute at scale ci {where} (0 stored)"
+        assert [ln.split()[2] for ln in got[1:]] == [f"{i}/{n}" for i in range(1, n + 1)], got
+        assert all(re.search(r"; [\d.]+ s so far, about .+ left$", ln) for ln in got[1:-1]), got
+        assert got[-1].endswith(" so far"), got
     for out in (first, second):                     # each computed task's seconds: a clock, the task stream
         assert sorted(out["times"]) == sorted(wanted) and all(t > 0 for t in out["times"].values())
     a, b = _frames(exps, sc, local), _frames(exps, sc, remote)
@@ -227,10 +239,10 @@ def _book_extension():
     return module
 
 
-def test_the_build_computes_on_both_cores_of_a_cpu_and_in_one_process_on_a_gpu():
+def test_the_build_computes_on_every_core_of_a_cpu_and_in_one_process_on_a_gpu(monkeypatch):
     ext = _book_extension()
     assert ext.build_workers({}, cpus=2, cuda=False) == 2
-    assert ext.build_workers({}, cpus=16, cuda=False) == 2
+    assert ext.build_workers({}, cpus=16, cuda=False) == 16
     assert ext.build_workers({}, cpus=1, cuda=False) == 1
     assert ext.build_workers({}, cpus=16, cuda=True) == 1
     assert ext.build_workers({"LINTF_BUILD_WORKERS": "0"}, cpus=2, cuda=False) == 0
@@ -238,6 +250,78 @@ def test_the_build_computes_on_both_cores_of_a_cpu_and_in_one_process_on_a_gpu()
     for bad in ("-1", "two"):
         with pytest.raises(ValueError, match="LINTF_BUILD_WORKERS"):
             ext.build_workers({"LINTF_BUILD_WORKERS": bad})
+    # the cores this process may use (a container's or taskset's limit), not the machine's
+    if hasattr(os, "sched_getaffinity"):
+        assert ext.available_cpus() == len(os.sched_getaffinity(0))
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+        assert ext.available_cpus() == 3 and ext.build_workers({}, cuda=False) == 3
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 5)
+    assert ext.available_cpus() == 5
+    # the command the build echoes is the one a reader types
+    assert ext.shown(ext.compute_command(4)) == "python -m lintf compute --workers 4"
+    assert ext.shown(ext.compute_command(1)) == "python -m lintf compute"
+
+
+def test_the_build_encrypts_its_kernels(monkeypatch):
+    """jupyter_client's transport encryption set to "auto" for the kernels the build starts, so
+    that ipykernel does not log "Kernel is running over TCP without encryption" per chapter."""
+    zmq = pytest.importorskip("zmq")
+    manager = pytest.importorskip("jupyter_client.manager")
+    trait = manager.KernelManager.class_traits().get("transport_encryption")
+    if trait is None or not zmq.has("curve"):
+        pytest.skip("this jupyter_client or pyzmq has no CurveZMQ transport encryption")
+    monkeypatch.setattr(trait, "default_value", trait.default_value)      # restored after the test
+    assert _book_extension().encrypt_kernels()
+    assert manager.AsyncKernelManager().transport_encryption == "auto"
+
+
+def test_durations_read_as_hours_minutes_seconds():
+    cases = {None: "-", 0: "0.0 s", 4.24: "4.2 s", 38.4: "38 s", 59.6: "1 min 00 s", 252: "4 min 12 s", 3599.4: "59 min 59 s",
+             7500: "2 h 05 min", 98932: "27 h 29 min"}
+    assert {x: P.duration(x) for x in cases} == cases
+
+
+def test_empty_experiments_say_why():
+    ci, paper = get_scale("ci"), get_scale("paper")
+    why = {e.name: P.counted_in(e, ci) for e in P.plan(ci)}
+    assert why["training/depth2/stable"] == "counted in stable/depth2"          # its runs are the search's
+    assert why["table_training/setting1"] == "counted in training/setting1"     # its seeds ran to the horizon
+    assert why["conditioning/depth8/authors/stable"].startswith("no Hessians at scale ci")
+    assert all((why[e.name] == "") == (e.iterations > 0) for e in P.plan(ci))
+    assert {e.name for e in P.plan(paper) if P.counted_in(e, paper)} == \
+        {f"training/depth{L}/stable" for L in (2, 4, 6, 8)}
+
+
+def test_calibration_is_cached_per_machine_and_scale(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    sc = get_scale("ci")
+    exps = [e for e in P.plan(sc) if e.name in ("training/setting1", "noise/setting1", "curve/setting1")]
+    rates, measured = P.calibration(exps, sc, budget=0.5)
+    assert measured is not None and P.calibration_path() == tmp_path / "lintf" / "calibration.json"
+    assert all(P.estimate(e, rates) > 0 for e in exps if e.iterations)
+    again, measured = P.calibration(exps, sc)
+    assert measured is None and again == rates                             # read, not measured
+    key = json.loads(P.calibration_key(sc))
+    assert key["scale"] == "ci" and key["torch"] == torch.__version__ and set(key) == \
+        {"host", "device", "torch", "compute_hash", "scale"}
+    assert P.cached_rates("cpu") == {}                                      # another scale: measured anew
+    _, measured = P.calibration(exps, sc, recalibrate=True, budget=0.5)
+    assert measured is not None
+    P.calibration_path().write_text("{not json")                            # a damaged cache: measured again
+    assert P.calibration(exps, sc, budget=0.5)[1] is not None
+
+
+def test_estimate_is_stable_between_two_calibrations():
+    """Two calibrations of the same small plan agree on its total within 20% (each timing is
+    the fastest of its repeats of one thread's CPU time: other jobs on the machine barely move
+    it), and on every experiment within a factor 2 on a shared machine."""
+    sc = get_scale("ci")
+    exps = [e for e in P.plan(sc, only="smoothness")] + [e for e in P.plan(sc) if e.name == "curve/setting1"]
+    a, b = (P.calibrate(exps, sc, budget=2.0) for _ in range(2))
+    ea, eb = ([P.estimate(e, r) for e in exps] for r in (a, b))
+    assert 0.8 <= sum(ea) / sum(eb) <= 1.25, (ea, eb)
+    assert all(0.5 <= x / y <= 2 for x, y in zip(ea, eb) if x or y), (ea, eb)
 
 
 def test_priorities_start_the_longest_chains_first():

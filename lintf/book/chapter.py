@@ -75,9 +75,21 @@ def seeds_text(p: Parameters, settings=None) -> str:
     return "seeds " + "; ".join(f"{list(seeds)} for {', '.join(group)}" for seeds, group in groups.items())
 
 
+def one_line(err: BaseException) -> BaseException:
+    """``err``, shown by IPython (a chapter run by papermill or Jupyter) as its one line
+    ``ValueError: scale must be one of ...`` instead of a traceback through lintf: a bad
+    parameter is the reader's to fix, not lintf's (IPython calls an exception's
+    ``_render_traceback_`` when it has one). Its type, message and Python traceback are
+    unchanged."""
+    line = f"{type(err).__name__}: {err}"
+    err._render_traceback_ = lambda: [line]
+    return err
+
+
 def parameters(*, scale=None, device="auto", seeds=None, steps=None, settings=(), allowed=None,
                chapter: str | None = None, namespace: dict | None = None) -> Parameters:
-    """Check a chapter's papermill parameters; ``ValueError``/``TypeError`` naming the bad one.
+    """Check a chapter's papermill parameters; ``ValueError``/``TypeError`` naming the bad one,
+    which a notebook shows as that one line (:func:`one_line`).
 
     scale : ``"ci"``, ``"cpu"`` or ``"paper"`` (None: :func:`lintf.compute.settings.default_scale`).
     device : ``"auto"``, ``"cpu"``, ``"cuda"``. seeds : None or distinct integers >= 0.
@@ -88,18 +100,21 @@ def parameters(*, scale=None, device="auto", seeds=None, steps=None, settings=()
         such as ``-p lr paper``) then stops the chapter (:func:`check_injected`), and a page
         at scale ``ci`` says that it is a smoke test (:func:`banner`).
     """
-    if chapter is not None:
-        check_injected(chapter, namespace)
-    scale = get_scale(default_scale() if scale is None else scale)
-    resolve_device(device)
-    seeds = None if seeds is None else check_seeds("seeds", seeds)
-    steps = None if steps is None else check_int("steps", steps)
-    if isinstance(settings, str):
-        settings = (settings,)
-    if not isinstance(settings, (list, tuple)):
-        raise TypeError(f"settings must be a list of setting names, got {settings!r}")
-    allowed = tuple(SETTINGS) if allowed is None else tuple(allowed)
-    settings = tuple(check_choice("settings", s, allowed) for s in settings)
+    try:
+        if chapter is not None:
+            check_injected(chapter, namespace)
+        scale = get_scale(default_scale() if scale is None else scale)
+        resolve_device(device)
+        seeds = None if seeds is None else check_seeds("seeds", seeds)
+        steps = None if steps is None else check_int("steps", steps)
+        if isinstance(settings, str):
+            settings = (settings,)
+        if not isinstance(settings, (list, tuple)):
+            raise TypeError(f"settings must be a list of setting names, got {settings!r}")
+        allowed = tuple(SETTINGS) if allowed is None else tuple(allowed)
+        settings = tuple(check_choice("settings", s, allowed) for s in settings)
+    except (ValueError, TypeError) as err:
+        raise one_line(err)
     if steps is not None:
         too_late = [s for s in scale.table_steps if s >= steps]
         if too_late:
