@@ -1153,8 +1153,8 @@ def write_report(report: Report, out_dir: Path) -> None:
 
 
 # -- the command line --------------------------------------------------------------------------
-class UsageError(Exception):
-    """A bad argument: one line on standard error, exit status 2."""
+# the command line's own: one line on standard error, exit status 2; and its check of --only
+from lintf.__main__ import UsageError, _only  # noqa: E402
 
 
 class _Parser(argparse.ArgumentParser):
@@ -1171,14 +1171,6 @@ def _budget(text) -> float:
         raise UsageError(f"--budget must be a number of seconds >= {MIN_BUDGET:g}; got {text!r}")
     return x
 
-
-def _only(text):
-    from lintf.plan import CHAPTERS
-    names = [c.strip() for c in str(text).split(",") if c.strip()]
-    bad = [c for c in names if c not in CHAPTERS]
-    if bad or not names:
-        raise UsageError(f"--only must be chapter names among {', '.join(CHAPTERS)} (comma-separated); got {text!r}")
-    return names
 
 
 def parse(argv) -> argparse.Namespace:

@@ -280,27 +280,21 @@ def test_unpack_refuses_damaged_and_foreign_packs_whole(computed, tmp_path):
     one_line_error(lintf("unpack", str(tmp_path / "raw.tar"), store=store), folder)
     assert not store.exists()
 
+    def made_by(field):
+        """The pack with its manifest's ``field`` (a source hash) made another's."""
+        def rewrite(name, data):
+            if name != "lintf-pack.json":
+                return data
+            return json.dumps({**json.loads(data), field: "0" * 64}).encode()
+        _rewrite(pack, tmp_path / f"{field}.tar", rewrite)
+        return str(tmp_path / f"{field}.tar")
+
     # a pack of another compute source: refused, naming the compute hash expected
-    def foreign(name, data):
-        if name != "lintf-pack.json":
-            return data
-        m = json.loads(data)
-        m["compute_hash"] = "0" * 64
-        return json.dumps(m).encode()
-    _rewrite(pack, tmp_path / "foreign.tar", foreign)
-    one_line_error(lintf("unpack", str(tmp_path / "foreign.tar"), store=store), "another lintf compute source",
+    one_line_error(lintf("unpack", made_by("compute_hash"), store=store), "another lintf compute source",
                    S.compute_hash()[:12])
     assert not store.exists()
-
     # made before an edit of the book side only (another package hash, the same compute hash): accepted
-    def book_edited(name, data):
-        if name != "lintf-pack.json":
-            return data
-        m = json.loads(data)
-        m["source_hash"] = "0" * 64
-        return json.dumps(m).encode()
-    _rewrite(pack, tmp_path / "book_edited.tar", book_edited)
-    assert lintf("unpack", str(tmp_path / "book_edited.tar"), store=tmp_path / "s2").returncode == 0
+    assert lintf("unpack", made_by("source_hash"), store=tmp_path / "s2").returncode == 0
 
     # not a lintf pack; a truncated one
     with tarfile.open(tmp_path / "other.tar", "w") as tar:
