@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..compute.checks import check_int
 from . import claims, stats
-from .frames import Context, ablation_runs
+from .frames import Context, ablation_runs, provenance
 
 def __getattr__(name: str):
     """``CLAIM_CHAPTER``: ``{number: chapter}``, the chapter that shows the figures behind each
@@ -85,13 +85,16 @@ def verdict(claim: int, ctx: Context) -> claims.Verdict:
     return get(claim).verdict(ctx)
 
 
-def scorecard(ctx: Context) -> tuple[dict, list[dict]]:
+def scorecard(ctx: Context, frames: dict | None = None) -> tuple[dict, list[dict]]:
     """Every claim's verdict from the stored results (``ctx`` read-only), and the claims that
     could not be decided because an experiment is missing: ``(verdicts, missing)`` with
-    ``missing`` rows ``claim, chapter, reason``."""
+    ``missing`` rows ``claim, chapter, reason``. ``frames``: :func:`spreads`'s alternatives
+    frames, whose primary verdicts are taken as they are (a claim's inputs are read once)."""
     from .registry import REGISTRY
     ctx = dataclasses.replace(ctx, cached_only=True)
-    return _read(REGISTRY, lambda k: verdict(k, ctx), {k: c.chapter for k, c in REGISTRY.items()})
+    frames = frames or {}
+    return _read(REGISTRY, lambda k: frames[k].attrs["primary"] if k in frames else verdict(k, ctx),
+                 {k: c.chapter for k, c in REGISTRY.items()})
 
 
 def _read(keys, decide, chapters) -> tuple[dict, list[dict]]:
@@ -269,12 +272,14 @@ ALTERNATIVE_COLUMNS = ["claim", "id", "label", "paper", "verdict", "part", "stat
 
 
 def _deciding_row(v) -> dict:
-    """The deciding part of verdict ``v`` (its statistic, bounds, threshold, side, seeds)."""
-    t = v.details["parts"]
-    hit = t[t["part"] == v.part]
+    """The deciding part of verdict ``v`` (its statistic, bounds, threshold, side, seeds); NaNs
+    for no verdict (an alternative not measured) or one without parts."""
+    t = v.details["parts"] if v is not None else pd.DataFrame()
+    hit = t[t["part"] == v.part] if len(t) else t
     row = hit.iloc[0] if len(hit) else (t.iloc[0] if len(t) else None)
     if row is None:
-        return _deciding_row_missing()
+        return {"part": "", "statistic": float("nan"), "low": float("nan"), "high": float("nan"),
+                "threshold": 0.0, "side": "greater", "n": 0}
     return {"part": row["part"], "statistic": float(row["statistic"]), "low": float(row["low"]),
             "high": float(row["high"]), "threshold": float(row["threshold"]), "side": row["side"], "n": int(row["n"])}
 
@@ -285,45 +290,34 @@ def alternatives(claim: int, ctx: Context, data: dict | None = None) -> pd.DataF
     in their declared order), by the same rule on the same seeds: one row per alternative with
     its ``verdict`` (``"not measured"`` when the runs did not record what it reads), the deciding
     part's name, ``statistic``, one-sided bounds ``low, high``, ``threshold``, ``side`` and seeds
-    ``n`` (:data:`ALTERNATIVE_COLUMNS`); ``paper`` marks the primary. The claim's own inputs are
-    read once (``data``: given already) and shared by every alternative that reads no other
-    experiment."""
+    ``n`` (:data:`ALTERNATIVE_COLUMNS`); ``paper`` marks the primary, whose
+    :class:`lintf.book.claims.Verdict` is ``attrs["primary"]``. The claim's own inputs are read
+    once (``data``: given already) and shared by every alternative that reads no other
+    experiment; their provenance is ``attrs["provenance"]``."""
     from .registry import get
     c = get(claim)
     data = c.inputs(ctx) if data is None else data
-    rows = []
+    rows, primary = [], None
     for alt in c.alternatives:
         v = c.decide(alt, ctx, data)
-        row = {"claim": claim, "id": alt.id, "label": alt.label, "paper": alt.paper}
-        row.update(_deciding_row(v) if v is not None else _deciding_row_missing())
-        row["verdict"] = v.verdict if v is not None else "not measured"
-        rows.append(row)
+        primary = v if alt.paper else primary
+        rows.append({"claim": claim, "id": alt.id, "label": alt.label, "paper": alt.paper, **_deciding_row(v),
+                     "verdict": v.verdict if v is not None else "not measured"})
     out = pd.DataFrame(rows, columns=ALTERNATIVE_COLUMNS)
-    records = []                               # where the numbers come from, for the caption
-    for f in (data.values() if isinstance(data, dict) else []):
-        for r in getattr(f, "attrs", {}).get("provenance", []):
-            if r not in records:
-                records.append(r)
-    out.attrs["provenance"] = records
+    out.attrs["provenance"] = provenance(*(data.values() if isinstance(data, dict) else ()))
+    out.attrs["primary"] = primary
     return out
 
 
-def _deciding_row_missing() -> dict:
-    return {"part": "", "statistic": float("nan"), "low": float("nan"), "high": float("nan"), "threshold": 0.0,
-            "side": "greater", "n": 0}
-
-
 def _bound_gap(row) -> float:
-    """How far the deciding bound lies past the threshold, in the part's units: the lower bound
-    above it (``side`` greater) or the upper below it (less) for a part that holds, the reverse
-    bound for one that does not hold, the estimate's distance for an inconclusive one."""
-    thr, low, high, est = row["threshold"], row["low"], row["high"], row["statistic"]
+    """How far the deciding bound of a decided part lies past the threshold, in the part's units:
+    the lower bound above it (``side`` greater) or the upper below it (less) for a part that
+    holds, the reverse bound for one that does not hold."""
+    thr, low, high = row["threshold"], row["low"], row["high"]
     greater = row["side"] == "greater"
     if row["verdict"] == "holds":
         return (low - thr) if greater else (thr - high)
-    if row["verdict"] == "does not hold":
-        return (thr - high) if greater else (low - thr)
-    return abs(est - thr)
+    return (thr - high) if greater else (low - thr)
 
 
 OPPOSITE = {"holds": "does not hold", "does not hold": "holds"}
