@@ -34,7 +34,8 @@ __version__ = "0.1.0"
 COMPUTE_MODULES = ("checks", "progress", "data", "model", "optim", "engine", "fast", "fast_variants", "measure",
                    "settings", "experiments", "reductions", "store")
 """The modules of :mod:`lintf.compute`: their source is what a stored result's key holds."""
-BOOK_MODULES = ("stats", "summaries", "claims", "registry", "frames", "tables", "verdicts", "plots", "chapter")
+BOOK_MODULES = ("stats", "summaries", "claims", "registry", "reads", "frames", "tables", "verdicts", "plots",
+                "chapter")
 """The modules of :mod:`lintf.book`."""
 
 

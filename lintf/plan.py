@@ -5,10 +5,11 @@ An :class:`Experiment` is one call of a :mod:`lintf.compute.experiments` functio
 many runs) with plain keyword arguments: its stable ``name`` (``"training/setting1"``,
 ``"table_conditioning/setting2/large"``), its setting, the chapters that read it, how much it
 computes (``iterations``, in ``unit``s) and the experiments it needs first (``after``).
-:func:`plan` derives the list from the constants the chapters use (:data:`lintf.book.BASE`,
-:data:`lintf.book.TAILS`, :data:`lintf.book.DEPTHS`, :data:`lintf.book.NOISE`, the settings'
-roles, the scale), so that computing the plan (``python -m lintf compute``) leaves a build of
-the book nothing to compute. :func:`call` runs one experiment, :func:`stored` says whether the
+:func:`plan` reads it from two declarations and writes no list of its own: what the book
+reads (:func:`lintf.book.reads.reads`: the claims' reads in the registry, the figures') and
+what each experiment function declares next to itself (its store kind, its size, what it needs
+first: :data:`lintf.compute.experiments.DECLARED`), so that computing the plan (``python -m
+lintf compute``) leaves a build of the book nothing to compute. :func:`call` runs one experiment, :func:`stored` says whether the
 store holds it, :func:`compute_command` is the command line that computes a missing one.
 """
 from __future__ import annotations
@@ -24,8 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import book
-from .book import claims
+from .book.reads import reads
 from .compute import experiments as E
 from .compute.checks import check_choice
 from .compute.settings import SETTINGS, Scale, default_scale, get_scale, get_setting
@@ -34,17 +34,8 @@ CHAPTERS = ("adaptive_vs_sgd", "heavy_tails", "conditioning", "smoothness", "dep
             "scorecard")
 """The chapters that read experiments (the introduction reads none), in the book's order."""
 
-UNITS = ("train", "hessian", "gradient")
-"""What an experiment's ``iterations`` count: ``train``, run-iterations (runs x steps) of a
-batched training program at the scale's batch; ``hessian``, exact float64 Hessians of one run
-on ``scale.eval_size`` prompts; ``gradient``, gradients of one run on ``scale.noise_batch_size``
-prompts."""
-
-KINDS = {"training": "training", "grid_training": "training", "table_training": "training",
-         "stable_search": "training", "ablation": "training", "lr_sweep": "sweep", "conditioning": "conditioning",
-         "table_conditioning": "conditioning", "ablation_conditioning": "conditioning",
-         "batch_size_curve": "curve", "noise_at_seeds": "noise", "precision_pair": "precision"}
-"""The kind of store entry (:func:`lintf.compute.experiments._get`) each planned function writes last."""
+UNITS = E.UNITS
+"""What an experiment's ``iterations`` count (:data:`lintf.compute.experiments.UNITS`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,8 +55,9 @@ class Experiment:
 
     @property
     def kind(self) -> str:
-        """The kind of its store entry (``training``, ``sweep``, ``conditioning``, ``curve``, ``noise``)."""
-        return KINDS[self.function]
+        """The kind of its store entry (``training``, ``sweep``, ``conditioning``, ``curve``, ``noise``),
+        as its function declares (:data:`lintf.compute.experiments.DECLARED`)."""
+        return E.DECLARED[self.function].kind
 
     def __hash__(self):
         return hash(self.name)
@@ -77,218 +69,47 @@ def _scale(scale) -> Scale:
     return get_scale(default_scale() if scale is None else scale)
 
 
-def _checkpoints(sc: Scale, steps: int) -> list[int]:
-    every = sc.checkpoint_every
-    return sorted(set(range(0, steps + 1, every)) | {steps})
-
-
 def _book_order(chapters) -> tuple:
     return tuple(sorted(set(chapters), key=CHAPTERS.index))
 
 
-def _sweep_kw(setting: str, sc: Scale, points=None, steps=None) -> dict:
-    """:func:`lintf.compute.experiments.lr_sweep`'s grid, resolved as it resolves it."""
-    s = get_setting(setting)
-    points = (sc.variant_grid_points if s.role in E.VARIANT_ROLES else sc.grid_points) if points is None else points
-    if steps is None:
-        steps = sc.variant_sweep_steps if s.role in E.VARIANT_ROLES and sc.variant_sweep_steps else sc.sweep_steps
-        steps = min(steps, sc.steps_for(s))
-    return {"points": points, "steps": steps}
-
-
 def twin(setting: str) -> str:
     """The first setting of :data:`lintf.compute.settings.SETTINGS` that is the same experiment as
-    ``setting``: equal in everything but its name, title and note (the gamma setting of the
-    heavy-tails chapter is Setting 3). Results are keyed without names, so the plan computes
+    ``setting``: equal in everything but its name, title, note and groups (the gamma setting of
+    the heavy-tails chapter is Setting 3). Results are keyed without names, so the plan computes
     such a pair once (two workers would otherwise compute it twice)."""
-    plain = lambda st: dataclasses.replace(st, name="", title="", note="")   # noqa: E731
+    plain = lambda st: dataclasses.replace(st, name="", title="", note="", groups=())   # noqa: E731
     me = plain(get_setting(setting))
     return next(name for name, st in SETTINGS.items() if plain(st) == me)
 
 
 class _Builder:
+    """The plan being built: each read of :func:`lintf.book.reads.reads` resolved by its
+    function's declaration (:class:`lintf.compute.experiments.Declaration`), with what it needs
+    first; two reads of one computation are one experiment, read by both chapters."""
+
     def __init__(self, sc: Scale):
         self.sc, self.items, self.by_call = sc, {}, {}
 
-    def add(self, name, function, setting, kwargs, chapters, iterations, unit="train", after=()):
-        call = (function, twin(setting), repr(sorted(kwargs.items())))
-        chapters = (chapters,) if isinstance(chapters, str) else tuple(chapters)
+    def add(self, function: str, setting: str, kwargs: dict, chapters) -> str:
+        declared = E.DECLARED[check_choice("function", function, E.DECLARED)]
+        st = get_setting(setting)
+        kw = declared.resolve(st, self.sc, kwargs)
+        chapters = _book_order(check_choice("chapters", c, CHAPTERS) for c in chapters)
+        after = tuple(self.add(f, setting, k, chapters) for f, k in declared.needs(st, self.sc, **kw))
+        call = (function, twin(setting), repr(list(kw.items())))
         if call in self.by_call:                      # the same call read by another chapter
             name = self.by_call[call]
             old = self.items[name]
             self.items[name] = dataclasses.replace(old, chapters=_book_order(old.chapters + chapters))
             return name
+        name = "/".join([declared.label, setting, *map(str, kw.values())])
         if name in self.items:
             raise RuntimeError(f"plan: two different experiments named {name!r}")
-        self.items[name] = Experiment(name, function, setting, dict(kwargs), _book_order(chapters), int(iterations), unit,
-                                      tuple(a for a in after if a))
+        self.items[name] = Experiment(name, function, setting, dict(kw), chapters,
+                                      int(declared.size(st, self.sc, **kw)), declared.unit, after)
         self.by_call[call] = name
         return name
-
-    # -- the experiments, each with its work -------------------------------------------------
-    def training(self, s, chapter, lrs="default", steps=None, **extra):
-        sc, st = self.sc, get_setting(s)
-        horizon = steps or sc.steps_for(st)
-        kw = {"lrs": lrs} if lrs != "default" else {}
-        if steps is not None and steps != sc.steps_for(st):
-            kw["steps"] = steps
-        after = ()
-        if lrs == "grid":
-            grid = _sweep_kw(s, sc, extra.get("points"), extra.get("sweep_steps"))
-            after = (self.sweep(s, chapter, **grid),)
-            default = _sweep_kw(s, sc)
-            if grid != default:
-                kw.update(points=grid["points"], sweep_steps=grid["steps"])
-        if lrs == "stable":
-            after = (self.stable(s, chapter),)
-            work = 0                                       # the stable search's runs, selected
-        else:
-            work = 2 * len(sc.seeds_for(st)) * horizon
-            if st.role == "depth" and steps is None:       # Table 2's rates are the search's first try:
-                after = (self.stable(s, chapter),)         # after it, they are often stored already
-        suffix = "" if not kw else "/" + "/".join(f"{v}" for v in kw.values())
-        return self.add(f"training/{s}{suffix}", "training", s, kw, chapter, work, after=after)
-
-    def sweep(self, s, chapter, points=None, steps=None):
-        grid = _sweep_kw(s, self.sc, points, steps)
-        rates = E.sweep_rates(s, self.sc, points=grid["points"])
-        default = _sweep_kw(s, self.sc)
-        kw = {} if grid == default else grid
-        suffix = "" if not kw else f"/{grid['points']}x{grid['steps']}"
-        return self.add(f"sweep/{s}{suffix}", "lr_sweep", s, kw, chapter,
-                        len(rates) * len(self.sc.sweep_seeds) * grid["steps"])
-
-    def stable(self, s, chapter):
-        sc, st = self.sc, get_setting(s)
-        # the largest rate of the grid for both optimizers on the search seeds (the smaller ones only
-        # after a divergence), then the tested seeds at the chosen rates
-        return self.add(f"stable/{s}", "stable_search", s, {}, chapter,
-                        2 * (len(sc.sweep_seeds) + len(sc.seeds_for(st))) * sc.steps_for(st))
-
-    def noise(self, s, chapter):
-        sc = self.sc
-        per_seed = sc.noise_batches + -(-sc.noise_big_batch // sc.noise_batch_size)
-        return self.add(f"noise/{s}", "noise_at_seeds", s, {}, chapter, len(sc.noise_seeds) * per_seed, "gradient")
-
-    def _hessians(self, s, runs, steps, protocol) -> int:
-        sc, st = self.sc, get_setting(s)
-        if sc.hessian_max_params is not None and st.model.num_params > sc.hessian_max_params:
-            return 0
-        per = {"fixed": sc.batch_size / sc.eval_size, "authors": 1, "batches": sc.eval_large / sc.eval_size,
-               "large": sc.eval_large / sc.eval_size}[protocol]
-        return int(round(runs * len(steps) * per))
-
-    def conditioning(self, s, chapter, eval_batch=None, at="checkpoints", lrs="default"):
-        sc, st = self.sc, get_setting(s)
-        protocol = eval_batch or sc.eval_protocol
-        trained = self.training(s, chapter, lrs=lrs)
-        checkpoints = _checkpoints(sc, sc.steps_for(st))
-        steps = (sc.hessian_steps_for(st, checkpoints) if at == "checkpoints"
-                 else [t for t in sc.table_steps if t in checkpoints])
-        kw = {"eval_batch": protocol, **({"at": at} if at != "checkpoints" else {}),
-              **({"lrs": lrs} if lrs != "default" else {})}
-        name = "/".join(["conditioning", s, *map(str, kw.values())])
-        return self.add(name, "conditioning", s, kw, chapter,
-                        self._hessians(s, 2 * len(sc.seeds_for(st)), steps, protocol), "hessian", after=(trained,))
-
-    def table_training(self, s, chapter):
-        sc, st = self.sc, get_setting(s)
-        long = sc.seeds_for(st)
-        shared = [x for x in sc.table_seeds if x in long] if sc.steps_for(st) >= sc.table_horizon else []
-        after = (self.training(s, chapter),) if shared else ()
-        rest = [x for x in sc.table_seeds if x not in shared]
-        return self.add(f"table_training/{s}", "table_training", s, {}, chapter,
-                        2 * len(rest) * sc.table_horizon, after=after)
-
-    def table_conditioning(self, s, chapter, protocol):
-        sc = self.sc
-        trained = self.table_training(s, chapter)
-        return self.add(f"table_conditioning/{s}/{protocol}", "table_conditioning", s, {"eval_batch": protocol},
-                        chapter, self._hessians(s, 2 * len(sc.table_seeds), sc.table_steps, protocol), "hessian",
-                        after=(trained,))
-
-    def curve(self, s, chapter):
-        sc = self.sc
-        trained = self.table_training(s, chapter)
-        work = 0 if self._hessians(s, 1, [0], "authors") == 0 else 2 * sc.curve_chunks
-        return self.add(f"curve/{s}", "batch_size_curve", s, {}, chapter, work, "hessian", after=(trained,))
-
-    def precision_pair(self, s, chapter):
-        sc, st = self.sc, get_setting(s)
-        n = len(sc.seeds_for(st)[:E.PAIR_SEEDS])                # two precisions x two optimizers, no skipping
-        return self.add(f"precision_pair/{s}", "precision_pair", s, {}, chapter, 2 * 2 * n * sc.steps_for(st))
-
-    def ablation(self, s, chapter):
-        sc = self.sc
-        n = len(E.ALL_OPTIMIZERS)
-        work = (n * len(sc.ablation_factors) * len(sc.sweep_seeds) * min(sc.ablation_sweep_steps, sc.ablation_steps)
-                + n * len(sc.seeds) * sc.ablation_steps)
-        return self.add(f"ablation/{s}", "ablation", s, {}, chapter, work)
-
-    def ablation_conditioning(self, s, chapter):
-        sc = self.sc
-        runs = self.ablation(s, chapter)
-        have = _checkpoints(sc, sc.ablation_steps)
-        work = self._hessians(s, len(E.ALL_OPTIMIZERS) * len(sc.seeds), [have[-1]], sc.eval_protocol)
-        return self.add(f"ablation_conditioning/{s}", "ablation_conditioning", s, {}, chapter, work, "hessian",
-                        after=(runs,))
-
-
-def _chapters(b: _Builder) -> None:
-    """Every experiment each chapter reads at its default parameters (the notebooks' parameter
-    cells), and the scorecard's (:func:`lintf.book.scorecard`, :func:`lintf.book.beyond`,
-    :func:`lintf.book.condition_tables`)."""
-    sc = b.sc
-    ctx = book.Context(sc)
-    # Adam against SGD: Fig 2, Table 2's grids, Fig 7 and claim 8, Fig 8, the variants' claim 1
-    for s in book.BASE:
-        b.training(s, ("adaptive_vs_sgd", "smoothness", "scorecard"))
-        b.sweep(s, "adaptive_vs_sgd")
-    variants = [v for v in E.VARIANTS if v not in sc.skip_variants]
-    if "softmax" in variants:
-        grid = book.claim8_sweep(ctx)
-        horizon = sc.steps_for(get_setting("softmax"))
-        for s in ("setting1", "softmax"):
-            b.training(s, ("adaptive_vs_sgd", "scorecard"), lrs="grid", steps=horizon, points=grid["points"],
-                       sweep_steps=grid["steps"])
-    for v in variants:
-        b.training(v, "adaptive_vs_sgd", lrs=book.variant_lrs(sc, v))
-    # heavy tails: Figs 3, 9, 10, 11, claims 2 and 7
-    for s in book.NOISE:
-        b.noise(s, ("heavy_tails", "scorecard") if s in book.BASE + book.TAILS else ("heavy_tails", "depth", "scorecard"))
-    for s in book.TAILS + ("setting1",):
-        b.training(s, ("heavy_tails", "scorecard"))
-    for s in book.TAILS:
-        b.conditioning(s, "heavy_tails", eval_batch="authors")
-    # condition numbers: the batch-size figure, the table three ways, claim 3
-    for s in book.BASE:
-        b.curve(s, "conditioning")
-        for protocol in book.TABLE_PROTOCOLS:
-            b.table_conditioning(s, ("conditioning", "scorecard"), protocol)
-    others = [s for s in book.TAILS + book.DEPTHS if s not in book.BASE and get_setting(s).role != "core"]
-    # claim 3 on the paper's batch (its primary verdict) and on the scale's landscape protocol
-    # (batches and large, one experiment): the declared alternatives
-    for s in others:
-        for protocol in dict.fromkeys((book.PAPER_EVAL_BATCH, sc.eval_protocol)):
-            b.conditioning(s, ("conditioning", "scorecard"), eval_batch=protocol, at="table",
-                           lrs="stable" if get_setting(s).role == "depth" else "default")
-    # depth: the stable rule, Figs 12-14, claim 6
-    for s in book.DEPTHS:
-        b.stable(s, "depth")
-        b.training(s, ("depth", "scorecard"), lrs="stable")
-        b.training(s, ("depth", "scorecard"), lrs="paper")
-        b.conditioning(s, "depth", eval_batch="authors", lrs="stable")
-    # the depth chapter's float32 against float64 figure: the models of 6 layers or more
-    for s in [s for s in book.DEPTHS if get_setting(s).model.L >= 6] or book.DEPTHS[-1:]:
-        b.precision_pair(s, "depth")
-    # nonlinear regression: Fig 15
-    b.training("nonlinear", "nonlinear")
-    b.conditioning("nonlinear", "nonlinear", eval_batch="fixed")
-    b.noise("nonlinear", "nonlinear")
-    # the ablation and its hypotheses
-    for s in claims.ABLATION_SETTINGS:
-        b.ablation(s, ("ablation", "scorecard"))
-        b.ablation_conditioning(s, "ablation")
 
 
 def plan(scale=None, only=None) -> list[Experiment]:
@@ -300,7 +121,8 @@ def plan(scale=None, only=None) -> list[Experiment]:
     """
     sc = _scale(scale)
     b = _Builder(sc)
-    _chapters(b)
+    for function, setting, kwargs, chapters in reads(sc):
+        b.add(function, setting, kwargs, chapters)
     items = b.items
     if only is not None:
         only = [only] if isinstance(only, str) else list(only)
@@ -665,7 +487,7 @@ def counted_in(exp: Experiment, scale=None) -> str:
         return ""
     if exp.unit == "hessian":
         sc, st = _scale(scale), get_setting(exp.setting)
-        if sc.hessian_max_params is not None and st.model.num_params > sc.hessian_max_params:
+        if not sc.has_hessians(st):
             return (f"no Hessians at scale {sc.name}: {st.model.num_params} parameters > "
                     f"hessian_max_params {sc.hessian_max_params}")
         return "no Hessians at this scale"

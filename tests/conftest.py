@@ -86,7 +86,7 @@ def built_site(book_build_command, tmp_path_factory) -> Path:
     start = time.perf_counter()
     compute = subprocess.run([sys.executable, *COMPUTE_COMMAND], cwd=ROOT, env=env, capture_output=True, text=True,
                              check=False)
-    _BUILD_REPORT.update(compute_seconds=time.perf_counter() - start, compute=compute.stdout.strip())
+    _BUILD_REPORT.update(compute_seconds=time.perf_counter() - start, compute=compute.stdout.strip(), store=store)
     if compute.returncode != 0:
         pytest.fail(f"`python {' '.join(COMPUTE_COMMAND)}` exited with {compute.returncode}:\n"
                     f"{compute.stdout[-3000:]}\n{compute.stderr[-3000:]}", pytrace=False)
@@ -112,6 +112,13 @@ def built_site(book_build_command, tmp_path_factory) -> Path:
             pytrace=False,
         )
     return HTML
+
+
+@pytest.fixture(scope="session")
+def ci_store(built_site: Path) -> Path:
+    """The results store :func:`built_site` computed the ci plan into (read it with
+    ``LINTF_RESULTS`` or :class:`lintf.compute.store.ResultStore`)."""
+    return _BUILD_REPORT["store"]
 
 
 @pytest.fixture(scope="session")

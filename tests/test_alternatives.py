@@ -43,6 +43,8 @@ def test_every_claim_declares_its_paper_protocol_first_and_distinct_alternatives
         assert c.protocol and c.margin > 0, k
     with pytest.raises(ValueError, match="exactly one alternative"):
         R.Claim(9, "s", "x", "depth", None, None, None, (R.Alternative("a", "a"), R.Alternative("b", "b")))
+    with pytest.raises(ValueError, match="declare reads"):
+        R.Claim(9, "s", "x", "depth", None, None, None, (R.Alternative("a", "a", paper=True),))
 
 
 def test_the_declared_alternatives_do_not_depend_on_the_data():

@@ -117,7 +117,7 @@ def test_plan_explains_empty_rows_and_totals_only_the_chapters_asked(tmp_path):
     lines = proc.stdout.strip().splitlines()
     row = next(line for line in lines if line.startswith("training/depth2/stable "))
     assert row.endswith("(counted in stable/depth2)"), row               # its runs are the stable search's
-    assert any(line.startswith("conditioning/depth8/authors/stable ") and "hessian_max_params" in line
+    assert any(line.startswith("conditioning/depth8/authors/table/stable ") and "hessian_max_params" in line
                for line in lines)
     totals = lines[lines.index(next(line for line in lines if line.startswith("per chapter"))) + 1:-1]
     assert [t.split()[0] for t in totals] == ["depth", "all"], totals    # not heavy_tails, scorecard, ...

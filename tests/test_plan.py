@@ -55,15 +55,16 @@ def test_plan_follows_the_books_constants():
     assert "heavy_tails" in by["training/setting3"].chapters
     for s in B.BASE:
         assert {"adaptive_vs_sgd", "smoothness", "scorecard"} <= set(by[f"training/{s}"].chapters)
-        for protocol in B.TABLE_PROTOCOLS:
-            assert f"table_conditioning/{s}/{protocol}" in by
+        # the "batches" and "large" protocols are one computation, planned once
+        assert {f"table_conditioning/{s}/authors", f"table_conditioning/{s}/large"} <= set(by)
+        assert f"table_conditioning/{s}/batches" not in by
     for s in B.DEPTHS:
         assert by[f"training/{s}/stable"].after == (f"stable/{s}",)
     assert {e.setting for e in exps if e.function == "ablation"} == set(claims.ABLATION_SETTINGS)
     # a scale that leaves out a variant plans none of it
     short = dataclasses.replace(get_scale("cpu"), skip_variants=("large",))
     assert not [e for e in P.plan(short) if e.setting == "large"]
-    assert [e for e in exps if e.setting == "large"] and [e for e in P.plan("cpu") if e.setting == "large"]
+    assert [e for e in exps if e.setting == "large"] and not [e for e in P.plan("cpu") if e.setting == "large"]
 
 
 def test_plan_only_keeps_what_the_chapters_need():
@@ -287,7 +288,7 @@ def test_empty_experiments_say_why():
     why = {e.name: P.counted_in(e, ci) for e in P.plan(ci)}
     assert why["training/depth2/stable"] == "counted in stable/depth2"          # its runs are the search's
     assert why["table_training/setting1"] == "counted in training/setting1"     # its seeds ran to the horizon
-    assert why["conditioning/depth8/authors/stable"].startswith("no Hessians at scale ci")
+    assert why["conditioning/depth8/authors/table/stable"].startswith("no Hessians at scale ci")
     assert all((why[e.name] == "") == (e.iterations > 0) for e in P.plan(ci))
     assert {e.name for e in P.plan(paper) if P.counted_in(e, paper)} == \
         {f"training/depth{L}/stable" for L in (2, 4, 6, 8)}

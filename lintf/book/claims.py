@@ -56,6 +56,7 @@ import pandas as pd
 
 from . import stats
 from ..compute.checks import check_choice, check_int
+from ..compute.settings import group, members
 from .stats import VERDICTS
 from ..compute.reductions import _RUN, _check_frac, final_loss
 from .summaries import (_EIGEN_COLUMNS, OPTIMIZERS, _cat, _check_frame, _check_level, _common_horizon, _diverged_note,
@@ -87,8 +88,8 @@ HYPOTHESES: dict[str, str] = {
 }
 """Beyond the paper: the ablation chapter's hypotheses about which part of Adam closes the gap,
 decided by the same rule as the claims and shown apart from them."""
-ABLATION_SETTINGS = ("setting1", "setting3")
-"""Where the ablation is run: Setting 1 (gaussian) and Setting 3 (gamma), n = 20."""
+ABLATION_SETTINGS = members("ablation")
+"""Where the ablation is run: Setting 1 (gaussian) and Setting 3 (gamma), n = 20 (group ``ablation``)."""
 A2_MARGIN = math.log(0.9)
 """Hypothesis A2's threshold: beta2 = 0.999 counts as no better while its final loss is at
 least 0.9 times beta2 = 0.9's (log ratio above log 0.9)."""
@@ -100,14 +101,26 @@ HYPOTHESIS_RULES: dict[str, str] = {
 """What each hypothesis is decided on, per setting (L: final loss on the evaluation batch;
 closed(o) = log L(SGDM) - log L(o), gap = closed(Adam))."""
 
-DEFAULT_SETTINGS = ("setting1", "setting2", "setting3")
-"""The paper's Settings 1, 2, 3 (Table 1), where Fig 3 shows heavy-tailed noise."""
-TAILS = {"sphere": "sphere", "gaussian": "setting1", "gamma": "gamma"}
-"""Setting playing each covariate role of Sec. 4.1 (L=3, d=5, n=20)."""
-DEPTHS = {2: "depth2", 4: "depth4", 6: "depth6", 8: "depth8"}
-"""Setting for each depth of Sec. 4.2 (Setting 1 otherwise)."""
-ATTENTION = {"linear": "setting1", "softmax": "softmax"}
-"""Settings compared in Fig 7 (L=3, Setting 1 data)."""
+DEFAULT_SETTINGS = members("base")
+"""The paper's Settings 1, 2, 3 (Table 1), where Fig 3 shows heavy-tailed noise (group ``base``
+of :attr:`lintf.compute.settings.Setting.groups`)."""
+TAILS = group("tails")
+"""Setting playing each covariate role of Sec. 4.1 (L=3, d=5, n=20): group ``tails``."""
+DEPTHS = group("depths")
+"""Setting for each depth of Sec. 4.2 (Setting 1 otherwise): group ``depths``."""
+ATTENTION = group("attention")
+"""Settings compared in Fig 7 (L=3, Setting 1 data): group ``attention``."""
+
+
+def claim2_pairs(deep=(6, 8), shallow=(2, 4)) -> list[tuple]:
+    """Claim 2's comparisons, the one list of them: ``(name, part id, group, key, key)``, the
+    first key's noise heavier-tailed than the second's in the group of settings (``tails``:
+    gamma against sphere and gaussian; ``depths``: every L of ``deep`` against every one of
+    ``shallow``)."""
+    pairs = [(f"gamma > {other}", part_id("gamma_over", other), "tails", "gamma", other)
+             for other in ("sphere", "gaussian")]
+    return pairs + [(f"L={hi} > L={lo}", part_id(f"l{hi}_over_l{lo}"), "depths", hi, lo)
+                    for hi in deep for lo in shallow]
 
 GAP_KEPT = 0.5
 """Claim 7: the share of the reference's log gap that must remain on the light-tailed data."""
@@ -500,10 +513,8 @@ def claim2(noise: pd.DataFrame, spectrum: pd.DataFrame, heavy=DEFAULT_SETTINGS, 
                            what=f"{word} over the Gaussian null", extra=hill_note(series(s, "hill_deficit")),
                            says=(f"the noise in {_title(s)} is heavier-tailed than Gaussian noise of its covariance",
                                  f"the noise in {_title(s)} is lighter-tailed than Gaussian noise of its covariance")))
-    pairs = [(f"gamma > {other}", part_id("gamma_over", other), tails.get("gamma"), tails.get(other))
-             for other in ("sphere", "gaussian")]
-    pairs += [(f"L={hi} > L={lo}", part_id(f"l{hi}_over_l{lo}"), depths.get(hi), depths.get(lo))
-              for hi in deep for lo in shallow]
+    groups = {"tails": tails, "depths": depths}
+    pairs = [(name, pid, groups[g].get(a), groups[g].get(b)) for name, pid, g, a, b in claim2_pairs(deep, shallow)]
     for name, pid, a, b in pairs:
         if a not in have or b not in have:
             untested.append((pid, f"{name} ({a} vs {b})"))

@@ -14,28 +14,21 @@ import pandas as pd
 from ..compute import experiments as E
 from ..compute.checks import check_choice
 from ..compute.optim import ALL_OPTIMIZERS
-from ..compute.settings import EVAL_PROTOCOLS, Scale, default_scale, get_scale, get_setting
+from ..compute.settings import EVAL_PROTOCOLS, Scale, default_scale, get_scale, get_setting, members
 from . import claims
 
-BASE = claims.DEFAULT_SETTINGS
-
-
-TAILS = (claims.TAILS["sphere"], claims.TAILS["gamma"])
-
-
-DEPTHS = tuple(claims.DEPTHS.values())
-
-
-SMOOTH = BASE
-"""Settings whose directional smoothness claims 4 and 5 are decided on."""
-
-
-NOISE = BASE + TAILS + DEPTHS
-"""Settings whose gradient noise claim 2 compares."""
-
-
-TABLE2 = BASE + TAILS + DEPTHS + ("nonlinear",)
-"""The settings of the paper's Table 2 (learning rates)."""
+BASE = members("base")
+"""The paper's Settings 1-3 (group ``base`` of :attr:`lintf.compute.settings.Setting.groups`)."""
+TAILS = tuple(s for s in members("tails") if s not in BASE)
+"""The covariate settings of Sec. 4.1 beside Setting 1: sphere, then gamma (group ``tails``)."""
+DEPTHS = members("depths")
+"""The depth settings of Sec. 4.2 (group ``depths``)."""
+SMOOTH = members("smooth")
+"""Settings whose directional smoothness claims 4 and 5 are decided on (group ``smooth``)."""
+NOISE = members("noise")
+"""Settings whose gradient noise claim 2 compares (group ``noise``)."""
+TABLE2 = members("table2")
+"""The settings of the paper's Table 2 (learning rates): group ``table2``."""
 
 
 def builder(kind: str, setting: str, scale=None) -> str:
@@ -129,10 +122,10 @@ def batch_curves(ctx: Context, settings) -> pd.DataFrame:
     return concat([E.batch_size_curve(s, ctx.scale, **ctx.kw()).frames["curve"] for s in settings])
 
 
-def conditioning(ctx: Context, settings, eval_batch: str = "authors", lrs="default") -> pd.DataFrame:
+def conditioning(ctx: Context, settings, eval_batch: str = "authors", lrs="default", at="checkpoints") -> pd.DataFrame:
     """``R_med`` at the training checkpoints of ``settings`` (:func:`lintf.compute.experiments.conditioning`
-    on ``eval_batch``), one frame; a model the scale gives no Hessian adds no row."""
-    got = [E.conditioning(s, ctx.scale, eval_batch=eval_batch, lrs=lrs, seeds=ctx.seeds, steps=ctx.steps,
+    on ``eval_batch`` at ``at``), one frame; a model the scale gives no Hessian adds no row."""
+    got = [E.conditioning(s, ctx.scale, eval_batch=eval_batch, at=at, lrs=lrs, seeds=ctx.seeds, steps=ctx.steps,
                           **ctx.kw()).frames["conditioning"] for s in settings]
     return concat(got)
 
@@ -153,9 +146,8 @@ def variant_training(ctx: Context, settings) -> dict:
 def claim8_sweep(ctx: Context) -> dict:
     """Claim 8's grid, the same for every attention so that neither is favoured by a finer or
     longer search: ``scale.variant_grid_points`` rates, ``variant_sweep_steps`` iterations."""
-    sc = ctx.scale
-    return {"points": sc.variant_grid_points,
-            "steps": min(sc.variant_sweep_steps or sc.sweep_steps, sc.steps_for(get_setting("softmax")))}
+    points, steps = ctx.scale.sweep_for(get_setting(claims.ATTENTION["softmax"]))
+    return {"points": points, "steps": steps}
 
 
 def claim8_rates(ctx: Context, setting: str) -> dict:

@@ -69,6 +69,8 @@ class Alternative:
         is "not measured", never decided on another quantity.
     inputs : ``inputs(ctx) -> dict`` when it reads other experiments than the claim's (another
         learning rate, another evaluation batch), None otherwise.
+    reads : with ``inputs``, ``reads(scale) -> list`` of the experiments those inputs read at
+        their defaults (as :attr:`Claim.reads`).
     """
 
     id: str
@@ -77,6 +79,7 @@ class Alternative:
     paper: bool = False
     needs: tuple = ()
     inputs: Callable | None = dataclasses.field(default=None, repr=False)
+    reads: Callable | None = dataclasses.field(default=None, repr=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +101,10 @@ class Claim:
         authors' code disagree (one or two sentences, shown on its chapter).
     margin : the distance, in the deciding part's units, within which a bound near its
         threshold makes the primary verdict "fragile" (:func:`lintf.book.verdicts.robustness`).
+    reads : ``reads(scale) -> list`` of ``(function, setting, kwargs)``: the experiments of
+        :mod:`lintf.compute.experiments` (by their declared names) that ``inputs`` reads at a
+        chapter's default parameters, which :func:`lintf.plan.plan` computes before a build
+        (a test checks that ``inputs`` reads exactly those).
     """
 
     number: int
@@ -110,12 +117,15 @@ class Claim:
     alternatives: tuple = ()
     protocol: str = ""
     margin: float = 0.05
+    reads: Callable | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self):
         ids = [a.id for a in self.alternatives]
         if sum(a.paper for a in self.alternatives) != 1 or len(set(ids)) != len(ids):
             raise ValueError(f"claim {self.number}: exactly one alternative must be the paper's protocol and "
                              f"their ids distinct, got {ids}")
+        if self.reads is None or any((a.inputs is None) != (a.reads is None) for a in self.alternatives):
+            raise ValueError(f"claim {self.number}: it and every alternative with inputs of its own declare reads")
 
     @property
     def primary(self) -> Alternative:
@@ -175,21 +185,31 @@ def _inputs_base(ctx) -> dict:
     return B.training(ctx, B.BASE)
 
 
+def _reads_base(sc: Scale) -> list:
+    return [("training", s, {}) for s in B.BASE]
+
+
 def _inputs_smooth(ctx) -> dict:
     return B.training(ctx, B.SMOOTH)
+
+
+def _reads_smooth(sc: Scale) -> list:
+    return [("training", s, {}) for s in B.SMOOTH]
 
 
 # -- 2: gradient noise ----------------------------------------------------------------------
 def _design2(sc: Scale, steps=None) -> list[Part]:
     k = len(sc.noise_seeds)
     parts = [Part(C.part_id("heavy", s), f"heavy-tailed: {s}", k) for s in B.BASE]
-    parts += [Part(C.part_id("gamma_over", o), f"gamma > {o}", k) for o in ("sphere", "gaussian")]
-    parts += [Part(f"l{hi}_over_l{lo}", f"L={hi} > L={lo}", k) for hi in (6, 8) for lo in (2, 4)]
-    return parts
+    return parts + [Part(pid, name, k) for name, pid, *_ in C.claim2_pairs()]
 
 
 def _inputs2(ctx) -> dict:
     return B.noise(ctx, B.NOISE)
+
+
+def _reads2(sc: Scale) -> list:
+    return [("noise_at_seeds", s, {}) for s in B.NOISE]
 
 
 def _rule2(data, ctx, statistic="kurtosis") -> C.Verdict:
@@ -209,14 +229,28 @@ def _design3(sc: Scale, steps=None) -> list[Part]:
     return parts
 
 
+def claim3_others() -> dict:
+    """The settings claim 3 compares with Settings 1-3 (trained apart from them: sphere and the
+    depths; gamma is Setting 3), each with its learning-rate choice (the depths: the stable rule)."""
+    others = [s for s in B.TAILS + B.DEPTHS if s not in B.BASE and get_setting(s).role != "core"]
+    return {s: ("stable" if get_setting(s).role == "depth" else "default") for s in others}
+
+
+def _reads3(sc: Scale, protocol: str | None = None) -> list:
+    protocol = protocol or B.PAPER_EVAL_BATCH
+    return ([("table_conditioning", s, {"eval_batch": protocol}) for s in B.BASE]
+            + [("conditioning", s, {"eval_batch": protocol, "at": "table", "lrs": lrs})
+               for s, lrs in claim3_others().items()])
+
+
 def _inputs3(ctx, protocol: str | None = None) -> dict:
     """Claim 3's frames on the evaluation ``protocol`` (None: the context's, the paper's by default)."""
     sc, protocol = ctx.scale, protocol or ctx.protocol
     table = [E.table_conditioning(s, sc, eval_batch=protocol, **ctx.kw()).frames["conditioning"]
              for s in B.BASE]
     table_runs = [E.table_training(s, sc, **ctx.kw()).frames["runs"] for s in B.BASE]
-    others = [s for s in B.TAILS + B.DEPTHS if s not in B.BASE and get_setting(s).role != "core"]
-    lrs = {s: ("stable" if get_setting(s).role == "depth" else "default") for s in others}
+    lrs = claim3_others()
+    others = list(lrs)
     rest = [E.conditioning(s, sc, eval_batch=protocol, at="table", lrs=lrs[s], seeds=ctx.seeds,
                            steps=ctx.steps, **ctx.kw()).frames["conditioning"] for s in others]
     rest_runs = [E.training(s, sc, lrs=lrs[s], seeds=ctx.seeds, steps=ctx.steps, **ctx.kw())
@@ -245,6 +279,10 @@ def _inputs6(ctx, lrs="paper") -> dict:
     return B.training(ctx, B.DEPTHS, lrs=lrs)
 
 
+def _reads6(sc: Scale, lrs="paper") -> list:
+    return [("training", s, {"lrs": lrs}) for s in B.DEPTHS]
+
+
 # -- 7: light-tailed covariates ---------------------------------------------------------------
 def _design7(sc: Scale, steps=None) -> list[Part]:
     k = _seeds(sc, "sphere", "gamma")
@@ -254,6 +292,10 @@ def _design7(sc: Scale, steps=None) -> list[Part]:
 
 def _inputs7(ctx) -> dict:
     return B.training(ctx, B.TAILS + ("setting1",))
+
+
+def _reads7(sc: Scale) -> list:
+    return [("training", s, {}) for s in B.TAILS + ("setting1",)]
 
 
 def _rule7(data, ctx, **options) -> C.Verdict:
@@ -272,9 +314,16 @@ def _inputs8(ctx) -> dict:
     sc = ctx.scale
     horizon = ctx.steps or sc.steps_for(get_setting("softmax"))
     got = {s: E.training(s, sc, lrs=B.claim8_rates(ctx, s), seeds=ctx.seeds, steps=horizon, **ctx.kw())
-           for s in ("setting1", "softmax")}
+           for s in C.ATTENTION.values()}
     return {"history": B.concat([g.frames["history"] for g in got.values()]),
             "runs": B.concat([g.frames["runs"] for g in got.values()])}
+
+
+def _reads8(sc: Scale) -> list:
+    grid = B.claim8_sweep(B.Context(sc))
+    horizon = sc.steps_for(get_setting(C.ATTENTION["softmax"]))
+    return [("training", s, {"lrs": "grid", "steps": horizon, "points": grid["points"], "sweep_steps": grid["steps"]})
+            for s in C.ATTENTION.values()]
 
 
 # -- the declared alternatives ----------------------------------------------------------------
@@ -359,7 +408,8 @@ def _conditioning3() -> tuple[Alternative, ...]:
             out.append(Alternative(f"{protocol}_{method}",
                                    f"{words[protocol]}, R_med by {'the diagonal' if method == 'diag' else 'eigenvalues'}",
                                    {"protocol": None if paper else protocol, "method": method}, paper=paper,
-                                   inputs=None if paper else (lambda ctx, pr=protocol: _inputs3(ctx, pr))))
+                                   inputs=None if paper else (lambda ctx, pr=protocol: _inputs3(ctx, pr)),
+                                   reads=None if paper else (lambda sc, pr=protocol: _reads3(sc, pr))))
     return tuple(out)
 
 
@@ -372,7 +422,7 @@ REGISTRY: dict[int, Claim] = {c.number: c for c in (
     Claim(1, "Adam reaches a lower loss than SGDM in every setting (Fig 2).",
           "Adam's lower loss", "adaptive_vs_sgd", _inputs_base,
           lambda data, ctx, **o: C.claim1(data["history"], settings=B.BASE, runs=data["runs"], **o), _per_setting,
-          _losses(), _SHARED_LOSS),
+          _losses(), _SHARED_LOSS, reads=_reads_base),
     Claim(2, "Gradient noise at initialisation is heavy-tailed, more so for gamma covariates than for sphere and "
              "gaussian, and more for L=6, 8 than L=2, 4 (Figs 3, 10, 13).",
           "heavy-tailed noise", "heavy_tails", _inputs2, _rule2, _design2,
@@ -381,45 +431,47 @@ REGISTRY: dict[int, Claim] = {c.number: c for c in (
            Alternative("hill", "Hill tail index's deficit against the Gaussian null", {"statistic": "hill"})),
           "The paper shows histograms and q-q plots of the noise norms, with no statistic: the book's primary "
           "measure is the excess kurtosis over the Gaussian null of the measured covariance, the Hill index its "
-          "alternative.", margin=0.1),
+          "alternative.", margin=0.1, reads=_reads2),
     Claim(3, "R_med(SGDM) > R_med(Adam) along training; the gap grows with heavier-tailed data and with depth "
              "(Table, Figs 11, 14).",
           "condition numbers", "conditioning", _inputs3, _rule3, _design3, _conditioning3(),
           "The authors compute every Hessian on one batch of 1000 prompts drawn after seed 99, shared by every "
           "seed and checkpoint, and R_med from the Hessian's diagonal (their code and the paper's footnote; the "
-          "text defines it by eigenvalues): that is the primary verdict."),
+          "text defines it by eigenvalues): that is the primary verdict.", reads=_reads3),
     Claim(4, "Adam's directional smoothness is lower than SGDM's (Fig 5).",
           "directional smoothness", "smoothness", _inputs_smooth,
           lambda data, ctx, **o: C.claim4(data["history"], settings=B.SMOOTH, runs=data["runs"], **o), _per_setting,
           _smoothness4(),
           "The authors' only published smoothness code (their Fig 16 notebook) measures u^T H u at x_t along "
           "x_{t+1} - x_t on one fixed batch of 1000 prompts drawn after seed 99: the primary verdict reads that "
-          "batch at every recorded step, as the mean of the per-seed log ratio."),
+          "batch at every recorded step, as the mean of the per-seed log ratio.", reads=_reads_smooth),
     Claim(5, "Smoothness grows with gradient norm (Fig 16).",
           "generalised smoothness", "smoothness", _inputs_smooth,
           lambda data, ctx, **o: C.claim5(data["history"], settings=B.SMOOTH, runs=data["runs"], **o), _per_setting,
           _smoothness5(),
           "The authors' Fig 16 code measures the smoothness and the gradient norm on one fixed batch of 1000 "
           "prompts drawn after seed 99, over Adam's first 2000 iterations: the primary verdict reads that batch "
-          "for both.", margin=0.02),
+          "for both.", margin=0.02, reads=_reads_smooth),
     Claim(6, "The Adam-SGDM loss gap widens with depth, while both losses fall with depth (Fig 12).",
           "depth", "depth", _inputs6, lambda data, ctx, **o: C.claim6(data["history"], runs=data["runs"], **o),
           _design6,
           _losses() + (Alternative("stable_shared_last", "the largest stable rate of the depth grid, the authors' "
                                    "batch, mean error, last evaluation", {"quantity": "shared_eval_loss", "frac": LAST},
-                                   needs=("shared_eval_loss",), inputs=lambda ctx: _inputs6(ctx, "stable")),),
+                                   needs=("shared_eval_loss",), inputs=lambda ctx: _inputs6(ctx, "stable"),
+                                   reads=lambda sc: _reads6(sc, "stable")),),
           "The paper trains every depth at Table 2's rates and plots the seed-99 batch's loss: the primary "
           "verdict; the book's stable-rate rule (the largest rate of its grid at which no search seed diverged) "
-          "is an alternative.", margin=0.02),
+          "is an alternative.", margin=0.02, reads=_reads6),
     Claim(7, "Light-tailed (sphere) covariates make both optimizers faster, without closing the relative gap "
              "(Fig 9).",
-          "light-tailed covariates", "heavy_tails", _inputs7, _rule7, _design7, _losses(), _SHARED_LOSS),
+          "light-tailed covariates", "heavy_tails", _inputs7, _rule7, _design7, _losses(), _SHARED_LOSS,
+          reads=_reads7),
     Claim(8, "Linear attention trains faster than softmax attention on this task (Fig 7).",
           "linear against softmax attention", "adaptive_vs_sgd", _inputs8,
           lambda data, ctx, **o: C.claim8(data["history"], runs=data["runs"], **o), _design8, _losses(),
           "The paper states no learning rates for Fig 7: each attention trains at the best rate of the same "
           "small grid, and the primary verdict reads the seed-99 batch's mean error at the last iteration both "
-          "reached."),
+          "reached.", reads=_reads8),
 )}
 """The paper's claims, by number: the one place each is declared."""
 

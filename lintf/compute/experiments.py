@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import inspect
 import os
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -36,7 +38,7 @@ from .data import AUTHORS_COVARIATES, authors_prompts
 from .engine import EVAL_SEED, initial_params, precision_flags, resolve_device, train
 from .engine import eval_batch as eval_batch_of
 from .optim import ALL_OPTIMIZERS, OPTIMIZERS, OptimConfig
-from .settings import EVAL_PROTOCOLS, Scale, Setting, default_scale, get_scale, get_setting, with_role
+from .settings import EVAL_PROTOCOLS, VARIANT_ROLES, Scale, Setting, default_scale, get_scale, get_setting, with_role
 from .store import ResultStore, provenance
 from .reductions import best_lr, final_loss
 
@@ -46,6 +48,90 @@ differ from the paper), the paper's Table 2, the best of the book's own grid sea
 (:func:`lr_sweep`, lowest mean final loss among rates where no seed diverged), or the largest
 rate at which no seed diverged within the horizon (:func:`stable_search`, the depth
 chapter's rule)."""
+
+
+UNITS = ("train", "hessian", "gradient")
+"""What a declared experiment's size counts (:class:`Declaration`): ``train``, run-iterations
+(runs x steps) of a batched training program at the scale's batch; ``hessian``, exact float64
+Hessians of one run on ``scale.eval_size`` prompts; ``gradient``, gradients of one run on
+``scale.noise_batch_size`` prompts."""
+
+_RUNTIME = ("device", "store", "progress", "cached_only")
+
+
+@dataclasses.dataclass(frozen=True)
+class Declaration:
+    """What an experiment function of this module declares next to itself (:func:`declare`),
+    read by :mod:`lintf.plan`:
+
+    - ``kind``: the kind of store entry it writes last (``training``, ``sweep``, ...);
+    - ``label``: the first word of its planned name (``"training/setting1/paper"``);
+    - ``unit`` (:data:`UNITS`) and ``size(setting, scale, **kw)``: how much it computes itself;
+    - ``needs(setting, scale, **kw)``: the calls ``(function name, kwargs)`` on the same setting
+      that it reads and that are computed first (the learning-rate grid behind ``lrs="grid"``,
+      the runs behind Hessians);
+    - ``same(setting, scale, kw)``: ``kw`` with every argument that resolves to what the
+      function takes anyway left out (a scale's own horizon passed as ``steps``), so that two
+      calls of one computation are one experiment.
+
+    ``function``: its name; ``defaults``: its keyword arguments and their defaults."""
+
+    function: str
+    kind: str
+    label: str
+    unit: str
+    size: Callable = dataclasses.field(repr=False)
+    needs: Callable = dataclasses.field(repr=False)
+    same: Callable = dataclasses.field(repr=False)
+    defaults: dict = dataclasses.field(repr=False)
+
+    def resolve(self, setting, scale, kwargs: dict) -> dict:
+        """``kwargs`` resolved: names checked, the defaults and what :attr:`same` finds
+        equivalent left out, in the order of the function's signature."""
+        setting, scale = _resolve(setting, scale)
+        unknown = sorted(set(kwargs) - set(self.defaults))
+        if unknown:
+            raise ValueError(f"{self.function} takes no argument {unknown[0]!r}; it takes {sorted(self.defaults)}")
+        kw = {k: kwargs[k] for k in self.defaults if k in kwargs and kwargs[k] != self.defaults[k]}
+        return self.same(setting, scale, kw)
+
+
+DECLARED: dict[str, Declaration] = {}
+"""Every declared experiment function of this module by name (:func:`declare`)."""
+
+
+def declare(kind: str, *, label: str | None = None, unit: str = "train", size: Callable,
+            needs: Callable | None = None, same: Callable | None = None):
+    """Decorator: declare the experiment function it decorates (:class:`Declaration`) and
+    register it in :data:`DECLARED`; the function itself is returned unchanged. ``size`` and
+    ``needs`` are called as ``f(setting, scale, **resolved kwargs)`` with a Setting and a Scale."""
+    check_choice("unit", unit, UNITS)
+
+    def register(fn):
+        params = inspect.signature(fn).parameters
+        defaults = {k: p.default for k, p in params.items()
+                    if p.kind is inspect.Parameter.KEYWORD_ONLY and k not in _RUNTIME}
+        DECLARED[fn.__name__] = Declaration(fn.__name__, kind, label or fn.__name__, unit, size,
+                                            needs or (lambda st, sc, **kw: []), same or (lambda st, sc, kw: kw),
+                                            defaults)
+        return fn
+    return register
+
+
+def hessian_count(setting: Setting, scale: Scale, runs: int, steps, protocol: str) -> int:
+    """How many exact Hessians of ``scale.eval_size`` prompts ``runs`` runs at ``steps`` cost on
+    evaluation protocol ``protocol`` (0 where the scale computes none of the model,
+    :meth:`lintf.compute.settings.Scale.has_hessians`)."""
+    if not scale.has_hessians(setting):
+        return 0
+    per = {"fixed": scale.batch_size / scale.eval_size, "authors": 1, "batches": scale.eval_large / scale.eval_size,
+           "large": scale.eval_large / scale.eval_size}[protocol]
+    return int(round(runs * len(steps) * per))
+
+
+def _one_landscape(st, sc, kw):
+    # "batches" and "large" are one computation (one store entry): planned once, as "large"
+    return {**kw, "eval_batch": "large"} if kw.get("eval_batch") == "batches" else kw
 
 
 def _resolve(setting, scale) -> tuple[Setting, Scale]:
@@ -160,6 +246,8 @@ def learning_rates(setting, scale=None, *, lrs="default", points=None, sweep_ste
     return rates
 
 
+@declare("training", label="stable",
+         size=lambda st, sc: 2 * (len(sc.sweep_seeds) + len(sc.seeds_for(st))) * sc.steps_for(st))
 def stable_search(setting, scale=None, *, seeds=None, steps=None, device="auto", store=None, progress=None,
                   cached_only=False) -> tuple[dict, pd.DataFrame]:
     """The depth chapter's rule: for each optimizer, the largest rate of the grid ``default x
@@ -225,6 +313,7 @@ PAIR_SEEDS = 4
 """Seeds of :func:`precision_pair` by default (the first of the setting's)."""
 
 
+@declare("precision", size=lambda st, sc, **kw: 2 * 2 * len(sc.seeds_for(st)[:PAIR_SEEDS]) * sc.steps_for(st))
 def precision_pair(setting, scale=None, *, lrs="paper", seeds=None, steps=None, rtol: float = 0.01, device="auto",
                    store=None, progress=None, cached_only=False) -> dict:
     """The same runs trained in float32 and in float64 arithmetic (the depth chapter's figure).
@@ -386,6 +475,9 @@ def ablation_grid(setting, scale=None, optimizers=ALL_OPTIMIZERS) -> list[tuple[
             for o in optimizers for f in scale.ablation_factors]
 
 
+@declare("training", size=lambda st, sc: len(ALL_OPTIMIZERS) * (
+    len(sc.ablation_factors) * len(sc.sweep_seeds) * min(sc.ablation_sweep_steps, sc.ablation_steps)
+    + len(sc.seeds) * sc.ablation_steps))
 def ablation(setting, scale=None, *, optimizers=ALL_OPTIMIZERS, clip=True, seeds=None, steps=None, device="auto",
              store=None, progress=None, cached_only=False):
     """Every optimizer of ``optimizers`` at its own best rate: the ablation chapter's runs.
@@ -424,6 +516,9 @@ def ablation(setting, scale=None, *, optimizers=ALL_OPTIMIZERS, clip=True, seeds
     return runs, best
 
 
+@declare("conditioning", unit="hessian", needs=lambda st, sc: [("ablation", {})],
+         size=lambda st, sc: hessian_count(st, sc, len(ALL_OPTIMIZERS) * len(sc.seeds),
+                                           _checkpoints(sc, sc.ablation_steps)[-1:], sc.eval_protocol))
 def ablation_conditioning(setting, scale=None, *, optimizers=ALL_OPTIMIZERS, clip=True, seeds=None, steps=None,
                           eval_batch=None, device="auto", store=None, progress=None, cached_only=False):
     """``R_med`` (:func:`conditioning`'s frame) of the runs of :func:`ablation`, on protocol
@@ -464,6 +559,30 @@ def _join(parts, seeds) -> tuple[dict, dict]:
     return {"runs": runs, "history": history, "meta": meta}, tensors
 
 
+def _training_same(st, sc, kw):
+    kw = dict(kw)
+    if kw.get("steps") == sc.steps_for(st):
+        del kw["steps"]
+    points, steps = sc.sweep_for(st)
+    if kw.get("points") == points:
+        del kw["points"]
+    if kw.get("sweep_steps") == steps:
+        del kw["sweep_steps"]
+    return kw
+
+
+def _training_needs(st, sc, lrs="default", steps=None, points=None, sweep_steps=None, **_):
+    if isinstance(lrs, str) and lrs == "grid":
+        return [("lr_sweep", {"points": points, "steps": sweep_steps})]
+    # Table 2's rates are the depth search's first try: after it, they are often stored already
+    if isinstance(lrs, str) and (lrs == "stable" or (st.role == "depth" and steps is None)):
+        return [("stable_search", {})]
+    return []
+
+
+@declare("training", same=_training_same, needs=_training_needs,   # "stable": the search's runs, counted there
+         size=lambda st, sc, lrs="default", steps=None, **_: 0 if isinstance(lrs, str) and lrs == "stable"
+         else 2 * len(sc.seeds_for(st)) * (steps or sc.steps_for(st)))
 def training(setting, scale=None, *, lrs="default", seeds=None, steps=None, smoothness=None, points=None,
              sweep_steps=None, device="auto", store=None, progress=None, cached_only=False):
     """Train SGDM and Adam on ``setting`` from every seed (one batched program).
@@ -506,7 +625,7 @@ def _hessian_steps(setting, scale, checkpoints, at) -> list[int]:
         check_choice("at", at, AT_CHOICES)
         if at == "checkpoints":
             return scale.hessian_steps_for(setting, checkpoints)
-        if scale.hessian_max_params is not None and setting.model.num_params > scale.hessian_max_params:
+        if not scale.has_hessians(setting):
             return []
         return [s for s in scale.table_steps if s in checkpoints]
     if isinstance(at, (int, bool)) or not hasattr(at, "__iter__"):
@@ -573,6 +692,18 @@ CONDITIONING_DTYPES = {"optimizer": str, "lr": float, "seed": int, "step": int, 
                        "lambda_median": float}
 
 
+def _checkpoints(sc: Scale, steps: int) -> list[int]:
+    return sorted(set(range(0, steps + 1, sc.checkpoint_every)) | {steps})
+
+
+def _conditioning_size(st, sc, eval_batch=None, at="checkpoints", lrs="default", **_):
+    have = _checkpoints(sc, sc.steps_for(st))
+    steps = sc.hessian_steps_for(st, have) if at == "checkpoints" else [t for t in sc.table_steps if t in have]
+    return hessian_count(st, sc, 2 * len(sc.seeds_for(st)), steps, eval_batch or sc.eval_protocol)
+
+
+@declare("conditioning", unit="hessian", same=_one_landscape, size=_conditioning_size,
+         needs=lambda st, sc, lrs="default", **_: [("training", {"lrs": lrs})])
 def conditioning(setting, scale=None, *, eval_batch=None, at="checkpoints", lrs="default", seeds=None, steps=None,
                  smoothness=None, device="auto", store=None, progress=None, cached_only=False):
     """``R_med`` of the exact float64 Hessian, by eigenvalues and by the diagonal, of the runs
@@ -657,6 +788,8 @@ def _conditioning(setting, scale, trained, protocol, at, store, progress, cached
     return dataclasses.replace(result, frames=frames)
 
 
+@declare("training", needs=lambda st, sc: [("training", {})] if sc.table_shared_seeds(st) else [],
+         size=lambda st, sc: 2 * len(set(sc.table_seeds) - set(sc.table_shared_seeds(st))) * sc.table_horizon)
 def table_training(setting, scale=None, *, lrs="default", device="auto", store=None, progress=None,
                    cached_only=False):
     """The runs of the condition-number table: SGDM and Adam from every one of
@@ -671,8 +804,7 @@ def table_training(setting, scale=None, *, lrs="default", device="auto", store=N
     setting, scale = _resolve(setting, scale)
     kw = dict(lrs=lrs, device=device, store=store, progress=progress, cached_only=cached_only)
     horizon, seeds = scale.table_horizon, scale.table_seeds
-    long_seeds = scale.seeds_for(setting)
-    shared = [s for s in seeds if s in long_seeds] if scale.steps_for(setting) >= horizon else []
+    shared = scale.table_shared_seeds(setting)
     if not shared:
         return training(setting, scale, seeds=seeds, steps=horizon, smoothness=False, **kw)
     long = training(setting, scale, **kw)
@@ -710,6 +842,9 @@ def _cut_and_join(long, shared, extra, horizon: int, seeds) -> tuple[dict, dict]
     return _join(parts, seeds)
 
 
+@declare("conditioning", unit="hessian", same=_one_landscape, needs=lambda st, sc, **kw: [("table_training", {})],
+         size=lambda st, sc, eval_batch=None, **_: hessian_count(st, sc, 2 * len(sc.table_seeds), sc.table_steps,
+                                                                 eval_batch or sc.eval_protocol))
 def table_conditioning(setting, scale=None, *, eval_batch=None, lrs="default", device="auto",
                        store=None, progress=None, cached_only=False):
     """The condition-number table's experiment: :func:`conditioning` of the runs of
@@ -725,6 +860,8 @@ def table_conditioning(setting, scale=None, *, eval_batch=None, lrs="default", d
     return _conditioning(setting, scale, trained, protocol, "table", store, progress, cached_only)
 
 
+@declare("curve", label="curve", unit="hessian", needs=lambda st, sc, **kw: [("table_training", {})],
+         size=lambda st, sc, **kw: 2 * sc.curve_chunks if sc.has_hessians(st) else 0)
 def batch_size_curve(setting, scale=None, *, step=None, seed: int = 0, lrs="default", device="auto", store=None,
                      progress=None, cached_only=False):
     """``R_med`` against the size of the evaluation batch, at one checkpoint per optimizer.
@@ -826,6 +963,8 @@ def gradient_noise(setting, scale=None, *, seed: int = 0, device="auto", store=N
     return _get("noise", config, compute, setting, scale, store, cached_only)
 
 
+@declare("noise", label="noise", unit="gradient",
+         size=lambda st, sc: len(sc.noise_seeds) * (sc.noise_batches + -(-sc.noise_big_batch // sc.noise_batch_size)))
 def noise_at_seeds(setting, scale=None, *, seeds=None, device="auto", store=None, progress=None, cached_only=False):
     """:func:`gradient_noise` at every initialisation seed of ``seeds`` (None: the scale's
     ``noise_seeds``), frames ``noise`` and ``spectrum`` concatenated."""
@@ -839,9 +978,6 @@ def noise_at_seeds(setting, scale=None, *, seeds=None, device="auto", store=None
     return out
 
 
-VARIANT_ROLES = ("variant", "figure")
-"""Roles (:attr:`lintf.compute.settings.Setting.role`) of the model variants the paper gives no learning
-rates for: their grid has ``scale.variant_grid_points`` points."""
 VARIANTS = with_role(*VARIANT_ROLES)
 """The settings of :data:`VARIANT_ROLES` (softmax, separate Q/K, the large model)."""
 
@@ -849,11 +985,18 @@ def sweep_rates(setting, scale=None, *, points: int | None = None) -> list[tuple
     """The ``(optimizer, lr)`` pairs of the grid search: :meth:`Setting.grid` with the scale's
     ``grid_points``, or ``variant_grid_points`` for :data:`VARIANTS` (``points`` overrides)."""
     setting, scale = _resolve(setting, scale)
-    if points is None:
-        points = scale.variant_grid_points if setting.role in VARIANT_ROLES else scale.grid_points
-    return [(o, lr) for o in OPTIMIZERS for lr in setting.grid(o, check_int("points", points))]
+    points, _ = scale.sweep_for(setting, points=points)
+    return [(o, lr) for o in OPTIMIZERS for lr in setting.grid(o, points)]
 
 
+def _sweep_same(st, sc, kw):
+    points, steps = sc.sweep_for(st)
+    return {k: v for k, v in kw.items() if v != {"points": points, "steps": steps}[k]}
+
+
+@declare("sweep", label="sweep", same=_sweep_same,
+         size=lambda st, sc, points=None, steps=None: len(sweep_rates(st, sc, points=points)) * len(sc.sweep_seeds)
+         * sc.sweep_for(st, points, steps)[1])
 def lr_sweep(setting, scale=None, *, points: int | None = None, steps: int | None = None, device="auto", store=None,
              progress=None, cached_only=False):
     """The learning-rate grid search: every rate of :func:`sweep_rates` for both optimizers,
@@ -870,11 +1013,7 @@ def lr_sweep(setting, scale=None, *, points: int | None = None, steps: int | Non
     setting, scale = _resolve(setting, scale)
     dev = resolve_device(device)
     configs = sweep_rates(setting, scale, points=points)
-    if steps is None:
-        variant = setting.role in VARIANT_ROLES
-        steps = scale.variant_sweep_steps if variant and scale.variant_sweep_steps else scale.sweep_steps
-        steps = min(steps, scale.steps_for(setting))                    # never longer than the main runs
-    steps = check_int("steps", steps)
+    _, steps = scale.sweep_for(setting, steps=steps)                    # never longer than the main runs
     config = {**_describe(setting), "configs": configs, "seeds": list(scale.sweep_seeds),
               "steps": steps, "batch_size": scale.batch_size, "clip": setting.clip,
               "device": dev.type, "dtype": setting.precision}

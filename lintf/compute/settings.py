@@ -33,6 +33,16 @@ HORIZONS = ("steps", "extra_steps", "depth_steps", "variant_steps", "large_steps
 """The :class:`Scale` fields a setting's iterations come from (:attr:`Setting.horizon`)."""
 PRECISIONS = ("float32", "float64")
 """The arithmetic a setting trains in (:attr:`Setting.precision`)."""
+GROUPS = ("base", "smooth", "tails", "depths", "noise", "attention", "ablation", "table2")
+"""The groups of settings the claims and chapters compare (:attr:`Setting.groups`): ``base``,
+the paper's Settings 1-3; ``smooth``, where claims 4 and 5 measure directional smoothness;
+``tails``, the covariates of Sec. 4.1 (keyed ``sphere``, ``gaussian``, ``gamma``); ``depths``,
+Sec. 4.2 (keyed by the number of layers); ``noise``, whose gradient noise claim 2 compares;
+``attention``, Fig 7 (``linear``, ``softmax``); ``ablation``, where the ablation runs;
+``table2``, the settings of the paper's Table 2 of learning rates."""
+VARIANT_ROLES = ("variant", "figure")
+"""Roles of the model variants the paper gives no learning rates for: their grid has
+``Scale.variant_grid_points`` points and ``Scale.variant_sweep_steps`` iterations."""
 
 
 @dataclass(frozen=True)
@@ -75,9 +85,12 @@ class Setting:
     horizon: str = "steps"
     precision: str = "float32"
     skip_nonfinite: int = 0
+    groups: tuple = ()
 
     def __post_init__(self):
         check_choice("role", self.role, ROLES)
+        for g, _ in self.groups:
+            check_choice("groups", g, GROUPS)
         check_int("skip_nonfinite", self.skip_nonfinite, minimum=0)
         check_choice("horizon", self.horizon, HORIZONS)
         check_choice("precision", self.precision, PRECISIONS)
@@ -115,25 +128,33 @@ def _setting(name, title, *, L=3, d=5, n=20, covariates="gaussian", lrs, paper_l
                    lrs=lrs, paper_lrs=paper_lrs or dict(lrs), **kw)
 
 
+def _in(*groups, **keyed) -> tuple:
+    """:attr:`Setting.groups`: the plain ``groups`` keyed by the setting's name, ``keyed`` by their key."""
+    return tuple((g, None) for g in groups) + tuple(keyed.items())
+
+
 SETTINGS: dict[str, Setting] = {s.name: s for s in [
     _setting("setting1", "Setting 1: gaussian, n=20", lrs={"sgdm": 0.02, "adam": 0.02},
              paper_lrs={"sgdm": 0.02, "adam": 0.005}, record_smoothness=True,
+             groups=_in("base", "smooth", "noise", "table2", "ablation", tails="gaussian", attention="linear"),
              note="Adam lr 0.02 (authors' README and notebook) instead of Table 2's 0.005."),
     _setting("setting2", "Setting 2: gaussian, n=5", n=5, lrs={"sgdm": 0.01, "adam": 0.005},
              paper_lrs={"sgdm": 0.01, "adam": 0.02}, record_smoothness=True,
+             groups=_in("base", "smooth", "noise", "table2"),
              note="Adam lr 0.005 (authors' README) instead of Table 2's 0.02, at which losses spike."),
     _setting("setting3", "Setting 3: gamma, n=20", covariates="gamma", lrs={"sgdm": 0.02, "adam": 0.02},
-             record_smoothness=True),
+             record_smoothness=True, groups=_in("base", "smooth", "noise", "table2", "ablation")),
     _setting("sphere", "Spherical covariates, n=20", covariates="sphere", lrs={"sgdm": 5.0, "adam": 0.1},
-             clip=0.1, role="covariates", horizon="extra_steps", note="Gradient clipping at 0.1 (the authors' code) instead of the paper's 1, at which "
+             clip=0.1, role="covariates", horizon="extra_steps", groups=_in("noise", "table2", tails="sphere"), note="Gradient clipping at 0.1 (the authors' code) instead of the paper's 1, at which "
                             "SGDM with the paper's rate 5 diverges within 20 steps."),
     _setting("gamma", "Heavy-tailed (gamma) covariates, n=20", covariates="gamma",
-             lrs={"sgdm": 0.02, "adam": 0.02}, record_smoothness=True),   # = Setting 3: shares its runs
+             lrs={"sgdm": 0.02, "adam": 0.02}, record_smoothness=True,   # = Setting 3: shares its runs
+             groups=_in("noise", "table2", tails="gamma")),
     *[_setting(f"depth{L}", f"Setting 1 with L={L} layers", L=L, lrs={"sgdm": s, "adam": a}, role="depth",
-               horizon="depth_steps", precision="float64", skip_nonfinite=10)
+               horizon="depth_steps", precision="float64", skip_nonfinite=10, groups=_in("noise", "table2", depths=L))
       for L, s, a in [(2, 0.1, 0.1), (4, 0.05, 0.05), (6, 0.05, 0.05), (8, 0.05, 0.02)]],
     _setting("softmax", "Setting 1 with softmax attention", lrs={"sgdm": 0.02, "adam": 0.02},
-             model_kw={"attention": "softmax"}, role="variant", horizon="variant_steps",
+             model_kw={"attention": "softmax"}, role="variant", horizon="variant_steps", groups=_in(attention="softmax"),
              note="The paper gives no rates for this model: Setting 1's defaults."),
     _setting("separate_qk", "Setting 1 with separate W_K, W_Q", lrs={"sgdm": 0.02, "adam": 0.02},
              model_kw={"qk": "separate", "parametrization": "full"}, role="figure", horizon="variant_steps",
@@ -147,6 +168,7 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
                   "double the cost of the book's slowest model)."),
     _setting("nonlinear", "Nonlinear (ReLU MLP) regression, n=20", covariates="mlp",
              lrs={"sgdm": 0.05, "adam": 0.01}, model_kw={"frontend": "mlp"}, record_smoothness=True, role="extra",
+             groups=_in("table2"),
              horizon="variant_steps"),
 ]}
 
@@ -163,6 +185,19 @@ drawn after seeding with 99 (:func:`lintf.compute.data.authors_prompts`), shared
 paper's protocol; ``batches``, independent batches of ``eval_size`` prompts for each seed;
 ``large``, one batch of ``eval_large`` prompts for each seed."""
 
+def group(name: str) -> dict:
+    """The settings of group ``name`` (:data:`GROUPS`) as ``{key: setting name}``, in
+    :data:`SETTINGS` order, the key being the setting's key in the group (its name where it
+    has none): ``group("depths") == {2: "depth2", 4: "depth4", 6: "depth6", 8: "depth8"}``."""
+    check_choice("group", name, GROUPS)
+    return {(s.name if key is None else key): s.name for s in SETTINGS.values() for g, key in s.groups if g == name}
+
+
+def members(name: str) -> tuple:
+    """The names of the settings of group ``name`` (:func:`group`), in :data:`SETTINGS` order."""
+    return tuple(group(name).values())
+
+
 def with_role(*roles) -> tuple:
     """The names of the settings whose :attr:`Setting.role` is among ``roles``, in
     :data:`SETTINGS` order."""
@@ -178,6 +213,14 @@ FIGURE_ONLY = with_role("figure")
 
 CORE = with_role("core")
 """Settings at a scale's full horizon (``gamma`` is Setting 3 under its Sec. 4.1 name)."""
+
+FIGURE_EXTRAS = {
+    "precision_pair": "the depth chapter's float32 against float64 figure (the deepest models' runs trained twice)",
+    "depth_checkpoints": "Fig 14's exact Hessians at the scale's checkpoints (without it: at the condition-number "
+                         "table's iterations, whose Hessians claim 3 computes anyway)",
+}
+"""Figures no claim is decided on whose experiments a scale may leave to ``paper``
+(:attr:`Scale.figure_extras`), with what each computes; the page says so where one is left out."""
 
 
 @dataclass(frozen=True)
@@ -226,6 +269,8 @@ class Scale:
         best of their own grid) or ``"default"`` (the setting's, no grid search).
     skip_variants : model variants the adaptive-vs-SGD chapter leaves out at this scale (too
         slow for it; no claim is decided on them).
+    figure_extras : the figure-only experiments of :data:`FIGURE_EXTRAS` this scale computes
+        (the others are left to ``paper``, and their pages say so).
     ablation_steps, ablation_sweep_steps, ablation_factors : the ablation chapter: every
         optimizer's grid is its base rate times ``ablation_factors``, searched over
         ``ablation_sweep_steps`` iterations on ``sweep_seeds``; the runs at the chosen rates
@@ -272,6 +317,7 @@ class Scale:
     variant_sweep_steps: int | None = None
     figure_lrs: str = "grid"
     skip_variants: tuple = ()
+    figure_extras: tuple = tuple(FIGURE_EXTRAS)
     ablation_steps: int = 10000
     ablation_sweep_steps: int = 1000
     ablation_factors: tuple = (1 / 4, 1 / 2, 1.0, 2.0, 4.0)
@@ -303,6 +349,8 @@ class Scale:
             raise ValueError(f"sweep_seeds {tuple(self.sweep_seeds)} must be disjoint from the seeds claims are "
                              f"tested on; shared: " + "; ".join(f"{k} {v}" for k, v in shared.items()))
         check_choice("eval_protocol", self.eval_protocol, EVAL_PROTOCOLS)
+        for extra in self.figure_extras:
+            check_choice("figure_extras", extra, FIGURE_EXTRAS)
         check_choice("figure_lrs", self.figure_lrs, ("grid", "default"))
         if max(self.table_steps) > self.table_horizon or any(s % self.checkpoint_every for s in self.table_steps):
             raise ValueError(f"table_steps {self.table_steps} must be checkpoints (multiples of "
@@ -329,10 +377,41 @@ class Scale:
             return self.comparison_seeds
         return self.seeds
 
+    def has_hessians(self, setting: Setting) -> bool:
+        """Whether this scale computes exact Hessians of ``setting``'s model: not when it has
+        more than ``hessian_max_params`` trained parameters (the one home of that rule)."""
+        return self.hessian_max_params is None or setting.model.num_params <= self.hessian_max_params
+
+    def computes(self, extra: str) -> bool:
+        """Whether this scale computes the figure-only experiment ``extra`` (:data:`FIGURE_EXTRAS`)."""
+        return check_choice("extra", extra, FIGURE_EXTRAS) in self.figure_extras
+
+    def sweep_for(self, setting: Setting, points: int | None = None, steps: int | None = None) -> tuple[int, int]:
+        """The learning-rate grid of ``setting`` at this scale, ``(points, steps)``: ``grid_points``
+        and ``sweep_steps``, or ``variant_grid_points`` and ``variant_sweep_steps`` for the model
+        variants (:data:`VARIANT_ROLES`), never longer than the setting's horizon; ``points``,
+        ``steps`` override (the one home of the grid's defaults)."""
+        variant = setting.role in VARIANT_ROLES
+        if points is None:
+            points = self.variant_grid_points if variant else self.grid_points
+        if steps is None:
+            steps = self.variant_sweep_steps if variant and self.variant_sweep_steps else self.sweep_steps
+            steps = min(steps, self.steps_for(setting))
+        return check_int("points", points), check_int("steps", steps)
+
+    def table_shared_seeds(self, setting: Setting) -> list:
+        """The seeds of the condition-number table (``table_seeds``) that the long loss runs of
+        ``setting`` also train to at least ``table_horizon`` iterations: the table cuts those runs
+        instead of training them again."""
+        if self.steps_for(setting) < self.table_horizon:
+            return []
+        long = self.seeds_for(setting)
+        return [s for s in self.table_seeds if s in long]
+
     def hessian_steps_for(self, setting: Setting, checkpoints) -> list[int]:
         """The checkpoints of ``setting`` where the exact Hessian is computed (empty when the
-        model has more than ``hessian_max_params`` parameters)."""
-        if self.hessian_max_params is not None and setting.model.num_params > self.hessian_max_params:
+        scale computes none of its model, :meth:`has_hessians`)."""
+        if not self.has_hessians(setting):
             return []
         chosen = self.hessian_steps if setting.role == "core" else self.extra_hessian_steps
         return sorted(checkpoints if chosen is None else set(checkpoints) & set(chosen))
@@ -342,14 +421,15 @@ SCALES: dict[str, Scale] = {s.name: s for s in [
     Scale("paper", steps=10000, seeds=tuple(range(6)), table_seeds=tuple(range(50)), eval_batches=10,
           eval_large=20000, curve_sizes=(1000, 2000, 5000, 10000, 20000, 50000, 100000), curve_chunks=300,
           noise_seeds=tuple(range(8)), comparison_seeds=tuple(range(8))),
-    # Sized for a 20-minute build on 2 CPU cores from an empty store (measured: README).
+    # Sized for a 25-minute build on 2 CPU cores from an empty store (measured: README); the
+    # figure-only extras and the large model are left to ``paper``.
     Scale("cpu", steps=10000, seeds=tuple(range(6)), smoothness_every=20, hessian_steps=tuple(range(0, 1251, 250)),
           extra_hessian_steps=(0, 250, 750), hessian_max_params=400, sweep_steps=500,
           sweep_seeds=(1000, 1001), noise_batches=200, noise_big_batch=10000, depth_steps=1250, extra_steps=1250,
           large_steps=200, table_seeds=tuple(range(20)), eval_batches=2, eval_large=2000,
           curve_sizes=(1000, 2000, 5000, 10000, 20000), curve_chunks=40, noise_seeds=tuple(range(8)),
           comparison_seeds=tuple(range(8)), variant_grid_points=3, variant_steps=2000, variant_seeds=(0, 1, 2), variant_sweep_steps=100,
-          depth_grid=(1 / 4, 1.0), figure_lrs="default",
+          depth_grid=(1 / 4, 1.0), figure_lrs="default", skip_variants=("large",), figure_extras=(),
           ablation_steps=300, ablation_sweep_steps=100, ablation_factors=(0.5, 1.0, 2.0)),
     Scale("ci", steps=60, seeds=(0, 1, 2, 3, 4, 5), batch_size=100, eval_every=10, checkpoint_every=20,
           hessian_steps=(0, 20, 40), extra_hessian_steps=(0, 20), hessian_max_params=300, table_steps=(20, 40),
@@ -357,7 +437,7 @@ SCALES: dict[str, Scale] = {s.name: s for s in [
           noise_big_batch=1000, table_seeds=tuple(range(6)), table_horizon=60, eval_size=100, eval_batches=2,
           eval_large=300, curve_sizes=(100, 200, 400), curve_chunks=8, noise_seeds=tuple(range(6)),
           variant_grid_points=3, depth_grid=(0.25, 1.0), ablation_steps=60, ablation_sweep_steps=20,
-          ablation_factors=(0.5, 1.0, 2.0)),
+          ablation_factors=(0.5, 1.0, 2.0), figure_extras=("precision_pair",)),
 ]}
 
 
