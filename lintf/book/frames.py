@@ -12,6 +12,7 @@ import dataclasses
 import pandas as pd
 
 from ..compute import experiments as E
+from ..compute.data import AUTHORS_COVARIATES
 from ..compute.checks import check_choice
 from ..compute.optim import ALL_OPTIMIZERS
 from ..compute.settings import EVAL_PROTOCOLS, Scale, default_scale, get_scale, get_setting, members
@@ -128,6 +129,12 @@ def conditioning(ctx: Context, settings, eval_batch: str = "authors", lrs="defau
     got = [E.conditioning(s, ctx.scale, eval_batch=eval_batch, at=at, lrs=lrs, seeds=ctx.seeds, steps=ctx.steps,
                           **ctx.kw()).frames["conditioning"] for s in settings]
     return concat(got)
+
+
+def on_authors_batch(settings) -> list:
+    """The settings among ``settings`` whose covariates the authors' sampler draws
+    (:data:`lintf.compute.data.AUTHORS_COVARIATES`): those their evaluation batch exists for, in order."""
+    return [s for s in settings if get_setting(s).prompts.covariates in AUTHORS_COVARIATES]
 
 
 def variant_lrs(scale: Scale, setting: str) -> str:

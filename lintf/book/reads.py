@@ -17,6 +17,16 @@ from .claims import ABLATION_SETTINGS
 from .tables import TABLE_PROTOCOLS
 
 
+LEFT_TO_PAPER = {
+    "precision_pair": "the float32 against float64 figure, which trains the deepest models' runs twice,",
+    "depth_checkpoints": "Fig 14 at every checkpoint, rather than at the condition-number table's iterations "
+                         "(whose Hessians claim 3 computes anyway),",
+}
+"""What a page says where its scale leaves a figure extra
+(:data:`lintf.compute.settings.FIGURE_EXTRAS`) to ``paper``: "At scale cpu <words> is left to
+the paper scale"."""
+
+
 def depth_hessians_at(scale: Scale) -> str:
     """Where Fig 14 (the depth chapter) takes its Hessians: every checkpoint the scale chooses
     (``"checkpoints"``), or, at a scale that leaves the ``depth_checkpoints`` extra to ``paper``
@@ -41,8 +51,10 @@ def figures(sc: Scale) -> list[tuple]:
         out += [("training", s, {}, ("adaptive_vs_sgd", "smoothness")), ("lr_sweep", s, {}, ("adaptive_vs_sgd",))]
     out += [("training", v, {"lrs": B.variant_lrs(sc, v)}, ("adaptive_vs_sgd",))
             for v in VARIANTS if v not in sc.skip_variants]
-    # heavy tails: the R_med curves of Fig 11
-    out += [("conditioning", s, {"eval_batch": "authors"}, ("heavy_tails",)) for s in B.TAILS]
+    # heavy tails: Fig 9's runs, and the R_med curves of Fig 11 on the authors' batch where their
+    # sampler draws the covariates
+    out += [("training", s, {}, ("heavy_tails",)) for s in B.TAILS]
+    out += [("conditioning", s, {"eval_batch": "authors"}, ("heavy_tails",)) for s in B.on_authors_batch(B.TAILS)]
     # condition numbers: the batch-size figure and the table's three protocols
     for s in B.BASE:
         out.append(("batch_size_curve", s, {}, ("conditioning",)))

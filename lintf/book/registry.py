@@ -232,7 +232,8 @@ def _design3(sc: Scale, steps=None) -> list[Part]:
 def claim3_others() -> dict:
     """The settings claim 3 compares with Settings 1-3 (trained apart from them: sphere and the
     depths; gamma is Setting 3), each with its learning-rate choice (the depths: the stable rule)."""
-    others = [s for s in B.TAILS + B.DEPTHS if s not in B.BASE and get_setting(s).role != "core"]
+    compared = (C.TAILS["sphere"], C.TAILS["gamma"], *C.DEPTHS.values())
+    others = [s for s in compared if s not in B.BASE and get_setting(s).role != "core"]
     return {s: ("stable" if get_setting(s).role == "depth" else "default") for s in others}
 
 
@@ -290,12 +291,16 @@ def _design7(sc: Scale, steps=None) -> list[Part]:
             Part("gap_kept", "gap not closed on sphere", k)]
 
 
+_CLAIM7 = (C.TAILS["sphere"], C.TAILS["gamma"], C.TAILS["gaussian"])
+"""The covariate settings claim 7 reads (its rule compares sphere with gamma)."""
+
+
 def _inputs7(ctx) -> dict:
-    return B.training(ctx, B.TAILS + ("setting1",))
+    return B.training(ctx, _CLAIM7)
 
 
 def _reads7(sc: Scale) -> list:
-    return [("training", s, {}) for s in B.TAILS + ("setting1",)]
+    return [("training", s, {}) for s in _CLAIM7]
 
 
 def _rule7(data, ctx, **options) -> C.Verdict:
