@@ -28,7 +28,7 @@ import pandas as pd
 from .book.reads import reads
 from .compute import experiments as E
 from .compute.checks import check_choice
-from .compute.settings import SETTINGS, Scale, default_scale, get_scale, get_setting
+from .compute.settings import SETTINGS, Scale, Setting, default_scale, get_scale, get_setting
 
 CHAPTERS = ("adaptive_vs_sgd", "heavy_tails", "conditioning", "smoothness", "depth", "nonlinear", "ablation",
             "scorecard")
@@ -42,7 +42,9 @@ UNITS = E.UNITS
 class Experiment:
     """One planned experiment: ``function`` of :mod:`lintf.compute.experiments` called on ``setting``
     with ``kwargs`` (plain data), read by ``chapters``, ``iterations`` of ``unit``
-    (:data:`UNITS`), after the experiments named in ``after``."""
+    (:data:`UNITS`), after the experiments named in ``after``. ``spec``: the
+    :class:`lintf.compute.settings.Setting` its name resolved to where it entered the plan,
+    the object :func:`call` passes on (to a Dask worker too: names are not looked up again)."""
 
     name: str
     function: str
@@ -52,6 +54,7 @@ class Experiment:
     iterations: int
     unit: str = "train"
     after: tuple = ()
+    spec: Setting | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def kind(self) -> str:
@@ -107,7 +110,7 @@ class _Builder:
         if name in self.items:
             raise RuntimeError(f"plan: two different experiments named {name!r}")
         self.items[name] = Experiment(name, function, setting, dict(kw), chapters,
-                                      int(declared.size(st, self.sc, **kw)), declared.unit, after)
+                                      int(declared.size(st, self.sc, **kw)), declared.unit, after, st)
         self.by_call[call] = name
         return name
 
@@ -155,10 +158,11 @@ def _ordered(items: dict) -> list[Experiment]:
 
 
 def call(exp: Experiment, scale, *, device="auto", store=None, progress=None, cached_only=False):
-    """Run ``exp`` at ``scale`` (a Scale or its name): ``exp.function(exp.setting, scale,
-    device=..., store=..., progress=..., cached_only=..., **exp.kwargs)``; its return value."""
+    """Run ``exp`` at ``scale`` (a Scale or its name): ``exp.function(setting, scale,
+    device=..., store=..., progress=..., cached_only=..., **exp.kwargs)`` with the Setting
+    ``exp.spec`` (its name looked up only for an Experiment made without one); its return value."""
     fn = getattr(E, exp.function)
-    return fn(exp.setting, _scale(scale), device=device, store=store, progress=progress, cached_only=cached_only,
+    return fn(exp.spec or get_setting(exp.setting), _scale(scale), device=device, store=store, progress=progress, cached_only=cached_only,
               **exp.kwargs)
 
 
@@ -581,9 +585,9 @@ def warm_worker() -> None:
     task (and measured as such)."""
 
 
-def run_task(exp: Experiment, scale: str, device: str, root: str, *after) -> list[str]:
-    """One task of ``python -m lintf compute``: ``exp`` computed (or read) at the scale named
-    ``scale`` into the store at ``root``, on one torch thread (the same numbers in-process and
+def run_task(exp: Experiment, scale, device: str, root: str, *after) -> list[str]:
+    """One task of ``python -m lintf compute``: ``exp`` computed (or read) at ``scale`` (the
+    :class:`lintf.compute.settings.Scale` itself, or its name) into the store at ``root``, on one torch thread (the same numbers in-process and
     on any Dask worker); returns the keys of the store entries it wrote or read, never tensors.
     ``after``: the results of the tasks it waits for (unused)."""
     from .compute.store import ResultStore
@@ -665,7 +669,7 @@ def compute(scale=None, *, only=None, experiments=None, device="auto", store=Non
                 continue
             try:
                 start = time.perf_counter()
-                run_task(exp, sc.name, device, root)
+                run_task(exp, sc, device, root)
                 times[exp.name] = time.perf_counter() - start
                 computed += 1
             except Exception as err:                                    # reported, the others go on
@@ -681,7 +685,7 @@ def compute(scale=None, *, only=None, experiments=None, device="auto", store=Non
             first = priorities(todo)
             for exp in todo:
                 deps = [futures[a] for a in exp.after if a in futures]
-                fut = client.submit(run_task, exp, sc.name, device, root, *deps, key=f"lintf-{exp.name}",
+                fut = client.submit(run_task, exp, sc, device, root, *deps, key=f"lintf-{exp.name}",
                                     retries=retries, pure=False, priority=first[exp.name])
                 futures[exp.name], names[fut.key] = fut, exp
             for fut in as_completed(list(futures.values())):
