@@ -129,9 +129,13 @@ def hessian_count(setting: Setting, scale: Scale, runs: int, steps, protocol: st
     return int(round(runs * len(steps) * per))
 
 
+LANDSCAPE = ("batches", "large")
+"""The evaluation protocols computed together, as one store entry (the ``batches`` are the
+``large`` batch's first chunks): :func:`conditioning` stores them once, the plan plans them once."""
+
+
 def _one_landscape(st, sc, kw):
-    # "batches" and "large" are one computation (one store entry): planned once, as "large"
-    return {**kw, "eval_batch": "large"} if kw.get("eval_batch") == "batches" else kw
+    return {**kw, "eval_batch": LANDSCAPE[-1]} if kw.get("eval_batch") in LANDSCAPE else kw
 
 
 def _resolve(setting, scale) -> tuple[Setting, Scale]:
@@ -697,8 +701,7 @@ def _checkpoints(sc: Scale, steps: int) -> list[int]:
 
 
 def _conditioning_size(st, sc, eval_batch=None, at="checkpoints", lrs="default", **_):
-    have = _checkpoints(sc, sc.steps_for(st))
-    steps = sc.hessian_steps_for(st, have) if at == "checkpoints" else [t for t in sc.table_steps if t in have]
+    steps = _hessian_steps(st, sc, _checkpoints(sc, sc.steps_for(st)), at)
     return hessian_count(st, sc, 2 * len(sc.seeds_for(st)), steps, eval_batch or sc.eval_protocol)
 
 
@@ -745,8 +748,7 @@ def _conditioning(setting, scale, trained, protocol, at, store, progress, cached
     todo = _hessian_steps(setting, scale, checkpoints, at)
     sizes = {"fixed": scale.batch_size, "authors": scale.eval_size, "batches": scale.eval_size,
              "large": scale.eval_large}
-    # "batches" and "large" are computed together: the batches are the large batch's first chunks
-    stored = "landscape" if protocol in ("batches", "large") else protocol
+    stored = "landscape" if protocol in LANDSCAPE else protocol
     config = {"training": trained.key, "hessian_steps": todo, "eval_batch": stored, "eval_size": scale.eval_size,
               "fixed_size": scale.batch_size, "eval_batches": scale.eval_batches, "eval_large": scale.eval_large}
 

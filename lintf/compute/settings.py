@@ -421,8 +421,8 @@ SCALES: dict[str, Scale] = {s.name: s for s in [
     Scale("paper", steps=10000, seeds=tuple(range(6)), table_seeds=tuple(range(50)), eval_batches=10,
           eval_large=20000, curve_sizes=(1000, 2000, 5000, 10000, 20000, 50000, 100000), curve_chunks=300,
           noise_seeds=tuple(range(8)), comparison_seeds=tuple(range(8))),
-    # Sized for a 25-minute build on 2 CPU cores from an empty store (measured: README); the
-    # figure-only extras and the large model are left to ``paper``.
+    # Aimed at a 25-minute build on 2 CPU cores from an empty store (measured: 31 minutes, README);
+    # the figure-only extras and the large model are left to ``paper``.
     Scale("cpu", steps=10000, seeds=tuple(range(6)), smoothness_every=20, hessian_steps=tuple(range(0, 1251, 250)),
           extra_hessian_steps=(0, 250, 750), hessian_max_params=400, sweep_steps=500,
           sweep_seeds=(1000, 1001), noise_batches=200, noise_big_batch=10000, depth_steps=1250, extra_steps=1250,
